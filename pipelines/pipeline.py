@@ -1,0 +1,107 @@
+"""Composition of the stages: read -> clean -> dedupe -> detect-language ->
+extract-entities -> aggregate -> write. Nothing here but wiring."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.aggregate import AggregateEntities
+from pipelines.clean import CleanArticles
+from pipelines.dedupe import DedupeArticles
+from pipelines.entities import ExtractEntities
+from pipelines.language import DetectLanguage
+from pipelines.options import NewsbeamOptions, parse_languages
+from pipelines.read import InputFile, ReadArticles
+from pipelines.write import WriteRecords
+
+__all__ = ["build_pipeline", "SUMMARY_DIR", "TOP_ENTITIES"]
+
+SUMMARY_DIR = "_summary"
+TOP_ENTITIES = 20
+
+_LOG = logging.getLogger("newsbeam")
+
+
+class ProgressFn(beam.DoFn):
+    """Log a line every ``interval`` seconds with how many articles this worker
+    has passed on, so a long run is visibly alive."""
+
+    def __init__(self, interval: float):
+        self._interval = interval
+
+    def setup(self):
+        self._count = 0
+        self._start = self._last = time.monotonic()
+
+    def process(self, article):
+        self._count += 1
+        now = time.monotonic()
+        if self._interval > 0 and now - self._last >= self._interval:
+            self._last = now
+            rate = self._count / max(now - self._start, 1e-9)
+            _LOG.warning("progress: %d articles annotated by worker %d (%.1f/s)", self._count, os.getpid(), rate)
+        yield article
+
+
+def _count_keys(kind: str):
+    def key(record):
+        if kind == "articles":
+            return ("articles", record.get("language") or "und")
+        if kind == "duplicates":
+            return ("duplicates", record["method"])
+        return ("rejected", f"{record['stage']}:{record['reason']}")
+    return key
+
+
+def _top_entities(counts):
+    return (
+        counts
+        | "AllPeriod" >> beam.Filter(lambda c: c["period"] == "all")
+        | "ByEntity" >> beam.Map(lambda c: ((c["entity"], c["label"]), (c["mentions"], c["documents"])))
+        | "SumLanguages" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) or (0, 0))
+        | "Top" >> beam.combiners.Top.Of(TOP_ENTITIES, key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
+        | "TopJson" >> beam.Map(lambda top: json.dumps({"top_entities": [
+            {"entity": e, "label": lab, "mentions": m, "documents": d} for (e, lab), (m, d) in top]}))
+    )
+
+
+def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOptions, schemas: dict) -> dict:
+    """Add the whole newsbeam graph to ``p``; returns the record PCollections."""
+    read = p | "Read" >> ReadArticles(files, options.max_bytes)
+    clean = read["articles"] | "Clean" >> CleanArticles(options.min_words)
+    deduped = clean["articles"] | "Dedupe" >> DedupeArticles()
+    language = deduped["articles"] | "DetectLanguage" >> DetectLanguage(
+        options.min_language_probability, parse_languages(options.languages))
+    annotated = (
+        language["articles"]
+        | "ExtractEntities" >> ExtractEntities(options.spacy_model, options.ner_batch_size)
+        | "Progress" >> beam.ParDo(ProgressFn(options.progress_interval))
+    )
+    counts = annotated | "Aggregate" >> AggregateEntities(options.period)
+    rejected = (read["rejected"], clean["rejected"], language["rejected"]) | "AllRejected" >> beam.Flatten()
+
+    out = options.output
+    annotated | "WriteArticles" >> WriteRecords(out, "articles", schemas["article"])
+    deduped["duplicates"] | "WriteDuplicates" >> WriteRecords(out, "duplicates", schemas["duplicate"])
+    rejected | "WriteRejected" >> WriteRecords(out, "rejected", schemas["rejected"])
+    counts | "WriteEntityCounts" >> WriteRecords(out, "entity_counts", schemas["entity_count"])
+
+    tallies = (
+        (annotated | "KeyArticles" >> beam.Map(_count_keys("articles")),
+         deduped["duplicates"] | "KeyDuplicates" >> beam.Map(_count_keys("duplicates")),
+         rejected | "KeyRejected" >> beam.Map(_count_keys("rejected")))
+        | "AllTallies" >> beam.Flatten()
+        | "CountTallies" >> beam.combiners.Count.PerElement()
+        | "TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))
+    )
+    summary_lines = (tallies, _top_entities(counts)) | "SummaryLines" >> beam.Flatten()
+    summary_lines | "WriteSummaryParts" >> beam.io.WriteToText(
+        FileSystems.join(out, SUMMARY_DIR, "part"), file_name_suffix=".jsonl")
+    return {"articles": annotated, "duplicates": deduped["duplicates"], "rejected": rejected,
+            "entity_counts": counts}

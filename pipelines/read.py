@@ -1,0 +1,345 @@
+"""Read stage: input files -> raw article records (or rejected records).
+
+The pure core (``decode_bytes``, ``parse_payload``) turns the bytes of one file
+into records; the Beam part only opens files through ``FileSystems`` so the same
+code reads local paths, ``gs://``, ``s3://`` and ``hdfs://``.
+
+A raw article is a dict with ``id``, ``source``, ``format`` ('text', 'json' or
+'html'), ``title``, ``text`` (the body, or the whole page for HTML), ``author``,
+``published`` (as written in the source), ``url`` and ``language_hint``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipelines.records import rejected, sha256_hex, tag_rejected
+
+__all__ = [
+    "InputFile",
+    "ReadArticles",
+    "decode_bytes",
+    "article_id",
+    "format_of",
+    "parse_payload",
+    "read_limited",
+]
+
+STAGE = "read"
+REJECTED_TAG = "rejected"
+
+TEXT_SUFFIXES = (".txt", ".md")
+JSON_SUFFIXES = (".json",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+HTML_SUFFIXES = (".html", ".htm")
+
+TITLE_FIELDS = ("title", "headline")
+TEXT_FIELDS = ("text", "body", "content", "article", "articleBody")
+AUTHOR_FIELDS = ("author", "authors", "byline")
+PUBLISHED_FIELDS = ("published", "date", "published_at", "datePublished", "pubdate")
+URL_FIELDS = ("url", "link")
+LANGUAGE_FIELDS = ("language", "lang")
+
+# Bytes sniffed for NUL characters: binary formats (images, PDFs, archives)
+# show one almost at once, text in UTF-8 or a legacy 8-bit code page never.
+BINARY_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One matched input file, as planned by the launcher."""
+
+    path: str  # what FileSystems opens
+    source: str  # the path as the user gave it (reported in every record)
+    key: str  # path relative to the input root: the machine-independent part of ids
+    size: int = -1
+
+
+def format_of(path: str) -> tuple[str | None, bool]:
+    """('text'|'json'|'jsonl'|'html'|None, gzipped) from a file name."""
+    name = path.lower()
+    gz = name.endswith(".gz")
+    if gz:
+        name = name[:-3]
+    for suffixes, fmt in (
+        (TEXT_SUFFIXES, "text"),
+        (JSON_SUFFIXES, "json"),
+        (JSONL_SUFFIXES, "jsonl"),
+        (HTML_SUFFIXES, "html"),
+    ):
+        if name.endswith(suffixes):
+            return fmt, gz
+    return None, gz
+
+
+def article_id(key: str, record_no: int, payload: bytes | str) -> str:
+    """Stable id from where the record sits under the input root and what it holds.
+
+    The content hash is part of it so that a file edited between two runs is a
+    new article (which dedupe can then fold into the old one) rather than the
+    old id with different text.
+    """
+    return sha256_hex(f"{key}\x00{record_no}\x00{sha256_hex(payload)}")[:20]
+
+
+class TooLarge(Exception):
+    pass
+
+
+def read_limited(stream, max_bytes: int, gzipped: bool) -> bytes:
+    """Read at most ``max_bytes`` (after decompression), raising TooLarge past it.
+
+    Decompressing in bounded chunks is what keeps a gzip bomb from allocating
+    its full expanded size.
+    """
+    if not gzipped:
+        data = stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise TooLarge(f"larger than --max-bytes={max_bytes}")
+        return data
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = io.BytesIO()
+    while True:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            break
+        while chunk:
+            out.write(decompressor.decompress(chunk, max_bytes + 1 - out.tell()))
+            if out.tell() > max_bytes:
+                raise TooLarge(f"larger than --max-bytes={max_bytes} after gzip decompression")
+            chunk = decompressor.unconsumed_tail
+        if decompressor.eof:
+            # Concatenated gzip members are valid gzip: continue with the rest.
+            rest = decompressor.unused_data
+            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if rest:
+                out.write(decompressor.decompress(rest, max_bytes + 1 - out.tell()))
+                if out.tell() > max_bytes:
+                    raise TooLarge(f"larger than --max-bytes={max_bytes} after gzip decompression")
+    return out.getvalue()
+
+
+def looks_binary(data: bytes) -> bool:
+    head = data[:BINARY_SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 text has NULs but is text
+        return False
+    return b"\x00" in head
+
+
+def decode_bytes(data: bytes) -> tuple[str, str]:
+    """Decode text whatever its encoding: (text, encoding used).
+
+    UTF-8 first (news files mostly are), then charset detection for the
+    cp1252/latin-1 files that still circulate; latin-1 as the last resort
+    because it maps every byte and so can never fail.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace"), "utf-16"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is not None and best.encoding:
+        enc = best.encoding
+        # Single-byte western text is overwhelmingly cp1252 in news; detectors
+        # often say latin-1 for it, which turns curly quotes into C1 controls.
+        if enc in ("latin_1", "iso8859_1", "iso8859_15"):
+            enc = "cp1252"
+        try:
+            return data.decode(enc), enc
+        except (UnicodeDecodeError, LookupError):
+            pass
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _first(obj: dict, names: Iterable[str]):
+    for name in names:
+        value = obj.get(name)
+        if value not in (None, "", [], {}):
+            return value
+    return None
+
+
+def _as_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [_as_text(v) for v in value]
+        return ", ".join(p for p in parts if p)
+    if isinstance(value, dict):
+        return _as_text(_first(value, ("name", "text", "value")))
+    return str(value)
+
+
+def _split_title_body(text: str) -> tuple[str | None, str]:
+    """First non-empty line is the headline, the rest the body."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip():
+            return line.strip(), "\n".join(lines[i + 1:])
+    return None, ""
+
+
+def _from_json_object(obj, source: str, key: str, record_no: int, payload: bytes | str) -> dict:
+    if not isinstance(obj, dict):
+        return rejected(source, STAGE, "invalid_json",
+                        f"expected a JSON object, got {type(obj).__name__}", _raw(payload))
+    text = _as_text(_first(obj, TEXT_FIELDS))
+    if not text or not text.strip():
+        return rejected(source, STAGE, "no_text",
+                        f"no non-empty text field (looked for {', '.join(TEXT_FIELDS)})", _raw(payload))
+    return {
+        "id": article_id(key, record_no, payload),
+        "source": source,
+        "format": "json",
+        "title": _as_text(_first(obj, TITLE_FIELDS)),
+        "text": text,
+        "author": _as_text(_first(obj, AUTHOR_FIELDS)),
+        "published": _as_text(_first(obj, PUBLISHED_FIELDS)),
+        "url": _as_text(_first(obj, URL_FIELDS)),
+        "language_hint": _as_text(_first(obj, LANGUAGE_FIELDS)),
+    }
+
+
+def _raw(payload: bytes | str) -> str:
+    if isinstance(payload, bytes):
+        return decode_bytes(payload)[0]
+    return payload
+
+
+def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]:
+    """Records from one file's (decompressed) bytes.
+
+    Yields raw articles and rejected records; the two are told apart by the
+    ``reason`` key, which only rejected records have.
+    """
+    if not data.strip():
+        yield rejected(source, STAGE, "empty", "file is empty or only whitespace")
+        return
+    if looks_binary(data):
+        yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not text",
+                       repr(data[:200]))
+        return
+    text, encoding = decode_bytes(data)
+    if fmt == "text":
+        title, body = _split_title_body(text)
+        if not body.strip():
+            yield rejected(source, STAGE, "no_text", "file has a title line but no body", text)
+            return
+        yield {
+            "id": article_id(key, 0, data), "source": source, "format": "text",
+            "title": title, "text": body, "author": None, "published": None,
+            "url": None, "language_hint": None,
+        }
+    elif fmt == "html":
+        yield {
+            "id": article_id(key, 0, data), "source": source, "format": "html",
+            "title": None, "text": text, "author": None, "published": None,
+            "url": None, "language_hint": None,
+        }
+    elif fmt == "json":
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            yield rejected(source, STAGE, "invalid_json", f"not valid JSON: {e}", text)
+            return
+        yield _from_json_object(obj, source, key, 0, data)
+    elif fmt == "jsonl":
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue  # blank separator lines are not records
+            line_source = f"{source}#{line_no}"
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                yield rejected(line_source, STAGE, "invalid_json", f"line {line_no} is not valid JSON: {e}", line)
+                continue
+            yield _from_json_object(obj, line_source, key, line_no, line)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+class ReadFileFn(beam.DoFn):
+    """Open one planned input through FileSystems and parse it into records."""
+
+    def __init__(self, max_bytes: int):
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self._max_bytes = max_bytes
+        self._files = Metrics.counter(STAGE, "files")
+        self._records = Metrics.counter(STAGE, "articles")
+
+    def _reject(self, record: dict):
+        return tag_rejected(STAGE, record)
+
+    def process(self, item: InputFile):
+        self._files.inc()
+        fmt, gzipped = format_of(item.path)
+        if fmt is None:
+            yield self._reject(rejected(
+                item.source, STAGE, "unsupported_format",
+                "not a supported article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz)"))
+            return
+        try:
+            with FileSystems.open(item.path, compression_type="uncompressed") as stream:
+                data = read_limited(stream, self._max_bytes, gzipped)
+        except TooLarge as e:
+            yield self._reject(rejected(item.source, STAGE, "too_large", str(e)))
+            return
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            yield self._reject(rejected(item.source, STAGE, "unreadable", f"cannot read: {e}"))
+            return
+        except Exception as e:  # FileSystems wraps backend errors in BeamIOError
+            yield self._reject(rejected(item.source, STAGE, "unreadable", f"cannot read: {e}"))
+            return
+        for record in parse_payload(data, item.source, item.key, fmt):
+            if "reason" in record:
+                yield self._reject(record)
+            else:
+                self._records.inc()
+                yield record
+
+
+class ReadArticles(beam.PTransform):
+    """Planned input files -> {'articles': raw articles, 'rejected': rejected records}.
+
+    The launcher plans the files (so a missing path is a usage error before any
+    work starts, and incremental runs can skip what they have seen); this
+    transform spreads the reading over workers.
+    """
+
+    def __init__(self, files: list[InputFile], max_bytes: int):
+        super().__init__()
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self._files = sorted(files, key=lambda f: f.path)
+        self._max_bytes = max_bytes
+
+    def expand(self, pbegin):
+        results = (
+            pbegin
+            | "PlannedFiles" >> beam.Create(self._files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadAndParse" >> beam.ParDo(ReadFileFn(self._max_bytes)).with_outputs(
+                REJECTED_TAG, main="articles")
+        )
+        return {"articles": results.articles, "rejected": results[REJECTED_TAG]}

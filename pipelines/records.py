@@ -1,0 +1,71 @@
+"""Record types shared by the stages, and the Avro schemas that define them.
+
+Records travel through the pipeline as plain dicts (Beam's default coder for
+dicts is deterministic enough for values, and no record is used as a grouping
+key). The schemas in ``schemas/`` are the single source of truth for the
+output fields; they are loaded once in the launching process and travel to the
+workers inside the transforms that need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+__all__ = [
+    "SCHEMA_NAMES",
+    "load_schema",
+    "load_schemas",
+    "rejected",
+    "schema_dir",
+    "sha256_hex",
+    "tag_rejected",
+]
+
+SCHEMA_NAMES = ("article", "duplicate", "rejected", "entity_count")
+
+# Longest excerpt of an offending input kept in a rejected record: enough to
+# identify and replay a JSONL line, bounded so a huge bad file cannot bloat
+# the quarantine.
+RAW_EXCERPT_CHARS = 20_000
+
+
+def schema_dir() -> Path:
+    env = os.environ.get("NEWSBEAM_SCHEMAS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+def load_schema(name: str) -> dict:
+    with open(schema_dir() / f"{name}.avsc", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_schemas() -> dict[str, dict]:
+    return {name: load_schema(name) for name in SCHEMA_NAMES}
+
+
+def sha256_hex(data: str | bytes) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def rejected(source: str, stage: str, reason: str, detail: str, raw: str | None = None) -> dict:
+    """A quarantine record: why an input did not become an article."""
+    if raw is not None and len(raw) > RAW_EXCERPT_CHARS:
+        raw = raw[:RAW_EXCERPT_CHARS]
+    return {"source": source, "stage": stage, "reason": reason, "detail": detail, "raw": raw}
+
+
+def tag_rejected(stage: str, record: dict):
+    """Count a rejection under a named counter (``<stage>:rejected_<reason>``) and
+    route it to the 'rejected' output of a multi-output ParDo."""
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+
+    Metrics.counter(stage, f"rejected_{record['reason']}").inc()
+    return beam.pvalue.TaggedOutput("rejected", record)

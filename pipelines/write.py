@@ -1,0 +1,33 @@
+"""Write stage: records -> Avro (deflate) files, one folder per record type."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["WriteRecords", "project"]
+
+
+def project(record: dict, field_names: tuple[str, ...]) -> dict:
+    """Keep only the schema's fields: in-flight helper fields never reach the output."""
+    return {name: record.get(name) for name in field_names}
+
+
+class WriteRecords(beam.PTransform):
+    """Write one PCollection of dicts as ``<output>/<folder>/part-*.avro``."""
+
+    def __init__(self, output: str, folder: str, schema: dict):
+        super().__init__()
+        if not output:
+            raise ValueError("output is required")
+        self._prefix = FileSystems.join(output, folder, "part")
+        self._schema = schema
+        self._fields = tuple(f["name"] for f in schema["fields"])
+
+    def expand(self, records):
+        return (
+            records
+            | "Project" >> beam.Map(project, self._fields)
+            | "WriteAvro" >> beam.io.WriteToAvro(
+                self._prefix, schema=self._schema, codec="deflate", file_name_suffix=".avro")
+        )

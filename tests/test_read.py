@@ -1,0 +1,121 @@
+import gzip
+import io
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.read import (
+    InputFile,
+    ReadArticles,
+    TooLarge,
+    article_id,
+    decode_bytes,
+    format_of,
+    parse_payload,
+    read_limited,
+)
+
+
+def parse(data: bytes, fmt: str, source="a.txt"):
+    return list(parse_payload(data, source, source, fmt))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("a.txt", ("text", False)), ("a.MD", ("text", False)), ("a.json.gz", ("json", True)),
+    ("a.jsonl", ("jsonl", False)), ("a.ndjson.gz", ("jsonl", True)), ("a.htm", ("html", False)),
+    ("a.html.gz", ("html", True)), ("a.pdf", (None, False)), ("a.tsv.gz", (None, True)),
+])
+def test_format_of(name, expected):
+    assert format_of(name) == expected
+
+
+def test_text_file_first_nonempty_line_is_title():
+    [rec] = parse(b"\n\nHeadline here\n\nBody one.\n\nBody two.\n", "text")
+    assert rec["title"] == "Headline here"
+    assert "Body one." in rec["text"] and "Headline" not in rec["text"]
+    assert rec["format"] == "text"
+
+
+def test_latin1_text_is_decoded_not_crashed():
+    data = "Caf\u00e9 na\u00efve \u2019quoted\u2019\n\nBody with \u00e9".encode("cp1252")
+    text, encoding = decode_bytes(data)
+    assert "Caf\u00e9" in text and "\u2019" in text
+    assert encoding != "utf-8"
+
+
+def test_utf8_bom_is_stripped():
+    assert decode_bytes(b"\xef\xbb\xbfHello") == ("Hello", "utf-8-sig")
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"), (b"   \n\n", "empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+    (b"Only a title\n", "no_text"),
+])
+def test_bad_text_files_are_rejected_with_reason(data, reason):
+    [rec] = parse(data, "text")
+    assert rec["reason"] == reason
+    assert rec["stage"] == "read" and rec["source"] == "a.txt" and rec["detail"]
+
+
+def test_json_field_aliases():
+    obj = {"headline": "H", "body": "The body", "authors": ["A One", "B Two"],
+           "date": "2024-01-02", "link": "http://x", "lang": "fr"}
+    [rec] = parse(json.dumps(obj).encode(), "json", "a.json")
+    assert (rec["title"], rec["text"], rec["author"], rec["published"], rec["url"], rec["language_hint"]) == (
+        "H", "The body", "A One, B Two", "2024-01-02", "http://x", "fr")
+
+
+def test_jsonl_lines_are_records_and_bad_lines_are_quarantined():
+    data = b'{"title": "a", "text": "one"}\n\nnot json\n{"title": "no text"}\n[1, 2]\n'
+    recs = parse(data, "jsonl", "f.jsonl")
+    assert [r.get("reason") for r in recs] == [None, "invalid_json", "no_text", "invalid_json"]
+    assert [r["source"] for r in recs] == ["f.jsonl#1", "f.jsonl#3", "f.jsonl#4", "f.jsonl#5"]
+    assert recs[1]["raw"] == "not json"
+
+
+def test_invalid_json_file():
+    [rec] = parse(b"{nope", "json", "a.json")
+    assert rec["reason"] == "invalid_json" and rec["raw"] == "{nope"
+
+
+def test_ids_are_stable_and_distinguish_records():
+    assert article_id("a.txt", 0, b"x") == article_id("a.txt", 0, b"x")
+    assert len({article_id("a.txt", 0, b"x"), article_id("b.txt", 0, b"x"),
+                article_id("a.txt", 1, b"x"), article_id("a.txt", 0, b"y")}) == 4
+
+
+def test_gzip_bomb_is_stopped_without_inflating_it():
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
+    assert len(bomb) < 100_000
+    with pytest.raises(TooLarge):
+        read_limited(io.BytesIO(bomb), 1024 * 1024, gzipped=True)
+
+
+def test_read_limited_plain_and_concatenated_gzip():
+    assert read_limited(io.BytesIO(b"abc"), 3, gzipped=False) == b"abc"
+    with pytest.raises(TooLarge):
+        read_limited(io.BytesIO(b"abcd"), 3, gzipped=False)
+    two_members = gzip.compress(b"ab") + gzip.compress(b"cd")
+    assert read_limited(io.BytesIO(two_members), 10, gzipped=True) == b"abcd"
+
+
+def test_read_articles_transform(tmp_path, test_pipeline):
+    (tmp_path / "ok.txt").write_text("Title\n\nSome body text.\n")
+    (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\nbroken\n'))
+    (tmp_path / "big.txt").write_text("T\n\n" + "word " * 1000)
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    files = [InputFile(str(p), p.name, p.name) for p in sorted(tmp_path.iterdir())]
+    with test_pipeline() as p:
+        out = p | ReadArticles(files, max_bytes=1000)
+        assert_that(out["articles"] | "Src" >> beam.Map(lambda r: r["source"]),
+                    equal_to(["ok.txt", "lines.jsonl.gz#1"]), label="articles")
+        assert_that(out["rejected"] | "Why" >> beam.Map(lambda r: (r["source"], r["reason"])),
+                    equal_to([("big.txt", "too_large"), ("lines.jsonl.gz#2", "invalid_json"),
+                              ("notes.pdf", "unsupported_format")]), label="rejected")
+
+
+def test_constructor_validates():
+    with pytest.raises(ValueError):
+        ReadArticles([], max_bytes=0)
