@@ -71,8 +71,14 @@ def _top_entities(counts):
     )
 
 
-def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOptions, schemas: dict) -> dict:
-    """Add the whole newsbeam graph to ``p``; returns the record PCollections."""
+def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOptions, schemas: dict,
+                   state_in: str | None = None, state_out: str | None = None) -> dict:
+    """Add the whole newsbeam graph to ``p``; returns the record PCollections.
+
+    ``state_in`` is the committed cross-run state folder to read (None: no
+    history); ``state_out`` the folder where this run writes its new state
+    parts, published by the launcher only when the run succeeds.
+    """
     read = p | "Read" >> ReadArticles(files, options.max_bytes)
     clean = read["articles"] | "Clean" >> CleanArticles(options.min_words)
     deduped = clean["articles"] | "Dedupe" >> DedupeArticles()
