@@ -169,6 +169,26 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# Beam's per-transform execution-time counter (state sampler): time spent inside
+# each step itself, not in the steps it feeds, summed over worker processes.
+_EXECUTION_MSECS = "ptransform_execution_time:total_msecs"
+
+
+def stage_seconds(result) -> dict[str, float]:
+    """Worker seconds per top-level step of a finished run, from Beam's
+    execution-time counters; empty when the runner does not report them."""
+    try:
+        counters = result.monitoring_metrics().query()["counters"]
+    except Exception:  # not every runner's result has monitoring metrics
+        return {}
+    totals: dict[str, float] = {}
+    for counter in counters:
+        if _EXECUTION_MSECS in counter.key.metric.name and counter.key.step:
+            step = counter.key.step.split("/", 1)[0]
+            totals[step] = totals.get(step, 0.0) + (counter.committed or 0) / 1000.0
+    return {step: round(s, 3) for step, s in sorted(totals.items(), key=lambda kv: -kv[1]) if s > 0}
+
+
 def _versions(models: dict[str, str]) -> dict:
     return {
         "newsbeam": _version("newsbeam"),
@@ -228,7 +248,8 @@ def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         "versions": _versions(models),
         "options": {k: v for k, v in sorted(options.get_all_options(drop_default=True).items())},
         "timings": {"wall_seconds": round(time.time() - started, 3),
-                    "pipeline_seconds": round(pipeline_seconds, 3)},
+                    "pipeline_seconds": round(pipeline_seconds, 3),
+                    "stage_seconds": stage_seconds(result)},
     })
     FileSystems.delete([FileSystems.join(nb.output, SUMMARY_DIR)])
     with FileSystems.create(FileSystems.join(nb.output, "summary.json")) as f:
