@@ -109,6 +109,9 @@ def _beam_options(beam_args: list[str], ns: argparse.Namespace, total_bytes: int
             and "--direct_running_mode" not in given and "--direct_num_workers" not in given):
         ours["direct_running_mode"] = "multi_processing"
         ours["direct_num_workers"] = 2
+    if "--default_sdk_harness_log_level" not in given:
+        # Worker processes log every bundle at INFO; users want warnings and progress.
+        ours["default_sdk_harness_log_level"] = "WARNING"
     options = PipelineOptions(beam_args, **ours)
     return options, options.view_as(NewsbeamOptions)
 
