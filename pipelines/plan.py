@@ -78,5 +78,5 @@ def plan_inputs(inputs: list[str], exclude: tuple[str, ...] = ()) -> list[InputF
             name = key.rsplit("/", 1)[-1]
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
                 continue
-            planned.setdefault(m.path, InputFile(path=m.path, source=m.path, key=key, size=m.size))
+            planned.setdefault(m.path, InputFile(path=m.path, source=m.path, key=key, size=m.size, mtime=m.mtime))
     return sorted(planned.values(), key=lambda f: f.path)

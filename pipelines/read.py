@@ -62,6 +62,7 @@ class InputFile:
     source: str  # the path as the user gave it (reported in every record)
     key: str  # path relative to the input root: the machine-independent part of ids
     size: int = -1
+    mtime: float = -1.0  # last modification time (seconds) when planned: incremental runs compare it
 
 
 def format_of(path: str) -> tuple[str | None, bool]:
