@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"evaluation.{name}")
+        try:
+            module = importlib.import_module(f"evaluation.{name}")
+        except ImportError as e:
+            # One missing evaluation must not take down the others (``all`` reports it).
+            print(f"evaluate.py: {name} unavailable: {e}", file=sys.stderr)
+            continue
         modules[name] = module
         sp = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(sp)

@@ -1,0 +1,441 @@
+#!/usr/bin/env python
+"""Throughput of newsbeam against the spaCy ceiling, memory and scaling, in one invocation.
+
+    scripts/bench.py [--data DIR] [--scale N] [--limit N] [--workers auto|N]
+
+NER dominates the cost, so the best the pipeline can do is the speed of spaCy
+itself on the same texts. One run of this script, in one process tree:
+
+1. builds the input: the article files under ``--data`` (``.txt``/``.md``, first
+   non-empty line the title, then one paragraph per line), optionally thinned to
+   ``--limit`` evenly spaced articles, and with ``--scale N`` N-1 further copies
+   whose articles are *distinct* stories (copy k of article i is the first half
+   of article i's paragraphs followed by the second half of article i+k's), so
+   dedupe keeps them and the work really grows N times;
+2. measures start-up: ``newsbeam run`` on a handful of those articles with the
+   same runner settings as the full run (its wall time is the fixed cost:
+   interpreter and Beam start, worker processes, model loads, output commit);
+3. runs the full ``newsbeam run`` with the CLI's own defaults (cold: wall time of
+   the command; steady state: cold minus the start-up run), sampling the peak
+   RSS of its whole process tree (the launcher and every worker, summed) in a
+   thread;
+4. runs the ceiling: bare ``nlp.pipe`` with the same model packages loaded the
+   way the pipeline loads them (``pipelines.entities.load_model``, so the same
+   components are disabled), over the same texts (title and text of every
+   article the run annotated, read back from its Avro output), with as many
+   processes as the run used (``n_process``); model loading is not timed;
+5. prints articles/s, words/s, the ratio pipeline/ceiling (steady state and
+   cold), peak RSS, and per-stage time shares from Beam's execution-time
+   counters (``summary.json`` ``timings.stage_seconds``: worker seconds spent
+   inside each top-level step, summed over workers); last line one JSON object.
+
+Timings on a shared machine are noisy: compare ratios from one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "bbc-news" / "articles"
+ARTICLE_SUFFIXES = (".txt", ".md")
+# Top-level step labels of pipelines.pipeline.build_pipeline -> stage; any other
+# step (summary, progress, flattens) counts as "other".
+STAGE_OF_STEP = (
+    ("Read", "read"),
+    ("Clean", "clean"),
+    ("Dedupe", "dedupe"),
+    ("DetectLanguage", "language"),
+    ("ExtractEntities", "entities"),
+    ("Aggregate", "aggregate"),
+    ("Write", "write"),
+)
+MB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- input ----
+
+def find_articles(root: Path) -> list[Path]:
+    """Article files under ``root`` (recursively, hidden ones skipped), sorted."""
+    found = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in ARTICLE_SUFFIXES:
+            found.append(path)
+    return sorted(found)
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """``limit`` items spread over the whole list (every category of a sorted
+    folder tree, not just the first), in order; all of them without a limit."""
+    if not limit or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def split_article(text: str) -> tuple[str, list[str]]:
+    """(title, paragraphs): the first non-empty line, then every other non-empty line."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "", []
+    return lines[0], lines[1:]
+
+
+def render_article(title: str, paragraphs: list[str]) -> str:
+    return title + "\n\n" + "\n\n".join(paragraphs) + "\n"
+
+
+def paired_article(a: str, b: str) -> str:
+    """A new story from two articles: the first half of ``a`` and the second half
+    of ``b`` (by paragraphs). Its word shingles overlap each source by about
+    half, so it is neither an exact nor a near duplicate of either, and it is
+    about as long as the originals on average."""
+    title_a, paras_a = split_article(a)
+    title_b, paras_b = split_article(b)
+    head = paras_a[:math.ceil(len(paras_a) / 2)]
+    tail = paras_b[len(paras_b) // 2:]
+    return render_article(f"{title_a} | {title_b}", head + tail)
+
+
+def build_input(sources: list[Path], scale: int, dest: Path, root: Path) -> list[Path]:
+    """Write ``scale`` copies of ``sources`` under ``dest``: copy 0 byte for byte,
+    copy k >= 1 pairs article i with article (i + k) mod n."""
+    if scale < 1:
+        raise ValueError("scale must be at least 1")
+    if scale > 1 and scale > len(sources):
+        raise ValueError(f"--scale {scale} needs at least {scale} articles to pair, got {len(sources)}")
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sources]
+    written = []
+    for k in range(scale):
+        for i, source in enumerate(sources):
+            target = dest / f"copy{k:03d}" / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if k == 0:
+                shutil.copyfile(source, target)
+            else:
+                target.write_text(paired_article(texts[i], texts[(i + k) % len(texts)]), encoding="utf-8")
+            written.append(target)
+    return written
+
+
+# --------------------------------------------------------------- memory ----
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass  # exited between listing and reading
+    return total
+
+
+class PeakTreeRSS:
+    """Sample a process tree's summed RSS in a background thread; ``peak`` in bytes.
+
+    Summing RSS counts pages shared between processes (forked workers, shared
+    libraries) once per process, so the figure errs on the high side.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+        self.samples = 0
+
+    def _run(self):
+        while True:
+            self.peak = max(self.peak, tree_rss(self._pid))
+            self.samples += 1
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+# ------------------------------------------------------------- pipeline ----
+
+def newsbeam_command(inputs: Path, output: Path, beam_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pipelines", "run", str(inputs), "--output", str(output), *beam_args]
+
+
+def run_newsbeam(inputs: Path, output: Path, beam_args: list[str], log: Path,
+                 sample_interval: float) -> dict:
+    """Run ``newsbeam run`` as a child process; wall seconds, peak tree RSS, summary."""
+    env = dict(os.environ)
+    # Beam's multi-process runner starts workers with the first python on PATH.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = newsbeam_command(inputs, output, beam_args)
+    with open(log, "wb") as log_file:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        with PeakTreeRSS(proc.pid, sample_interval) as rss:
+            status = proc.wait()
+        seconds = time.perf_counter() - started
+    if status != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"newsbeam run exited with {status}: {' '.join(cmd)}\n{tail}")
+    summary_path = find_summary(output)
+    return {"seconds": seconds, "peak_rss": rss.peak, "summary_path": summary_path,
+            "summary": json.loads(summary_path.read_text(encoding="utf-8"))}
+
+
+def find_summary(output: Path) -> Path:
+    """The run's summary.json (at the top of the output, or in the newest run folder)."""
+    direct = output / "summary.json"
+    if direct.is_file():
+        return direct
+    found = sorted(output.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise RuntimeError(f"no summary.json under {output}")
+    return found[-1]
+
+
+def workers_of(summary: dict) -> int:
+    """Worker processes the run used, from the Beam options it recorded."""
+    options = summary.get("options") or {}
+    if options.get("direct_running_mode") in ("multi_processing", "multi_threading"):
+        return int(options.get("direct_num_workers") or 1)
+    return 1
+
+
+def models_of(summary: dict) -> dict[str, str]:
+    """language -> model the run used, as its summary records them (the CLI
+    default when it does not)."""
+    from pipelines.options import DEFAULT_SPACY_MODELS, parse_model_map
+
+    recorded = ((summary.get("versions") or {}).get("models")) or {}
+    models = {lang: info["package"] for lang, info in recorded.items() if isinstance(info, dict) and "package" in info}
+    return models or parse_model_map(DEFAULT_SPACY_MODELS)
+
+
+def annotated_texts(run_folder: Path, models: dict[str, str]) -> dict[str, list[str]]:
+    """Texts the run sent to NER, per model package: title and text of every
+    kept article whose language has a model, read back from its Avro output."""
+    import fastavro
+
+    texts: dict[str, list[str]] = {}
+    for path in sorted((run_folder / "articles").glob("*.avro")):
+        with open(path, "rb") as f:
+            for article in fastavro.reader(f):
+                package = models.get(article.get("language"))
+                if package is not None:
+                    texts.setdefault(package, []).extend([article.get("title") or "", article["text"]])
+    return texts
+
+
+def word_count(texts: list[str]) -> int:
+    return sum(len(t.split()) for t in texts)
+
+
+# -------------------------------------------------------------- ceiling ----
+
+def run_ceiling(texts: dict[str, list[str]], workers: int, batch_size: int, sample_interval: float) -> dict:
+    """Bare ``nlp.pipe`` over the texts; models are loaded before the clock starts."""
+    from pipelines.entities import load_model
+
+    load_started = time.perf_counter()
+    models = {package: load_model(package) for package in texts}
+    load_seconds = time.perf_counter() - load_started
+    entities = 0
+    with PeakTreeRSS(os.getpid(), sample_interval) as rss:
+        started = time.perf_counter()
+        for package, package_texts in texts.items():
+            kwargs = {"batch_size": batch_size}
+            if workers > 1:
+                kwargs["n_process"] = workers
+            for doc in models[package].pipe(package_texts, **kwargs):
+                entities += len(doc.ents)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "load_seconds": load_seconds, "peak_rss": rss.peak, "entities": entities}
+
+
+# -------------------------------------------------------------- figures ----
+
+def stage_shares(stage_seconds: dict[str, float]) -> dict[str, float]:
+    """Top-level step seconds -> share of the total per stage (sums to 1)."""
+    grouped: dict[str, float] = {}
+    for step, seconds in stage_seconds.items():
+        stage = next((name for prefix, name in STAGE_OF_STEP if step.startswith(prefix)), "other")
+        grouped[stage] = grouped.get(stage, 0.0) + seconds
+    total = sum(grouped.values())
+    if total <= 0:
+        return {}
+    return {stage: round(s / total, 4) for stage, s in sorted(grouped.items(), key=lambda kv: -kv[1])}
+
+
+def figures(*, scale: int, limit: int | None, workers: int, articles_in: int, texts: dict[str, list[str]],
+            full: dict, startup: dict, ceiling: dict) -> dict:
+    """The headline numbers of one bench run (all rates over the same texts)."""
+    words = sum(word_count(t) for t in texts.values())
+    cold = full["seconds"]
+    # The start-up run processes a few articles too; that work is noise next to
+    # the fixed cost it measures.
+    steady = max(cold - startup["seconds"], 1e-9)
+    summary = full["summary"]
+    stage_seconds = (summary.get("timings") or {}).get("stage_seconds") or {}
+    ceiling_wps = words / max(ceiling["seconds"], 1e-9)
+    return {
+        "scale": scale,
+        "limit": limit,
+        "workers": workers,
+        "articles_in": articles_in,
+        "articles_annotated": sum(len(t) for t in texts.values()) // 2,
+        "words": words,
+        "seconds_cold": round(cold, 3),
+        "seconds_startup": round(startup["seconds"], 3),
+        "seconds_steady": round(steady, 3),
+        "ceiling_seconds": round(ceiling["seconds"], 3),
+        "articles_per_second": round(articles_in / steady, 2),
+        "articles_per_second_cold": round(articles_in / cold, 2),
+        "words_per_second": round(words / steady, 1),
+        "words_per_second_cold": round(words / cold, 1),
+        "ceiling_words_per_second": round(ceiling_wps, 1),
+        "ratio": round(words / steady / ceiling_wps, 3),
+        "ratio_cold": round(words / cold / ceiling_wps, 3),
+        "peak_rss_mb": round(full["peak_rss"] / MB, 1),
+        "ceiling_peak_rss_mb": round(ceiling["peak_rss"] / MB, 1),
+        "stage_shares": stage_shares(stage_seconds),
+        "stage_seconds": stage_seconds,
+    }
+
+
+def format_report(f: dict) -> str:
+    lines = [
+        f"input: {f['articles_in']} articles (scale {f['scale']}"
+        + (f", limit {f['limit']}" if f["limit"] else "") + f"), {f['articles_annotated']} annotated, "
+        f"{f['words']} words to NER; {f['workers']} worker process(es)",
+        f"newsbeam run   cold {f['seconds_cold']:8.2f} s   {f['articles_per_second_cold']:8.2f} articles/s "
+        f"  {f['words_per_second_cold']:10.1f} words/s",
+        f"  start-up          {f['seconds_startup']:8.2f} s   (newsbeam run on a few articles)",
+        f"  steady state      {f['seconds_steady']:8.2f} s   {f['articles_per_second']:8.2f} articles/s "
+        f"  {f['words_per_second']:10.1f} words/s",
+        f"ceiling nlp.pipe    {f['ceiling_seconds']:8.2f} s   {'':>8}              "
+        f"{f['ceiling_words_per_second']:10.1f} words/s",
+        f"ratio pipeline/ceiling: {f['ratio']:.3f} steady state, {f['ratio_cold']:.3f} cold (target >= 0.8)",
+        f"peak RSS, newsbeam process tree: {f['peak_rss_mb']:.0f} MB (ceiling: {f['ceiling_peak_rss_mb']:.0f} MB)",
+        "stage time shares (Beam execution-time counters, worker seconds):",
+    ]
+    for stage, share in f["stage_shares"].items():
+        lines.append(f"  {stage:<10} {share * 100:5.1f} %")
+    if not f["stage_shares"]:
+        lines.append("  - (the runner reported no execution-time counters)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- main ----
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder of article files (.txt/.md, title line then paragraphs); "
+                             "default: ../shared/data/bbc-news/articles")
+    parser.add_argument("--scale", type=int, default=1, help="N: N times the articles, all distinct (default 1)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only this many evenly spaced articles of --data (default: all)")
+    parser.add_argument("--workers", default="auto",
+                        help="'auto' (default): the CLI's own choice; N: pass --direct_running_mode=multi_processing "
+                             "--direct_num_workers=N to the run (1: in-process)")
+    parser.add_argument("--startup-articles", type=int, default=4,
+                        help="articles in the start-up run (default 4)")
+    parser.add_argument("--ceiling-batch-size", type=int, default=128,
+                        help="nlp.pipe batch size for the ceiling, in texts (default 128: 64 articles, "
+                             "the pipeline's --ner-batch-size, of title and text each)")
+    parser.add_argument("--sample-interval", type=float, default=0.1, help="seconds between RSS samples")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to build inputs and outputs (default: a temporary folder, removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    if args.scale < 1:
+        parser.error("--scale must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be positive")
+    if args.workers != "auto" and (not args.workers.isdigit() or int(args.workers) < 1):
+        parser.error("--workers is 'auto' or a positive integer")
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data} is not a folder")
+    return args
+
+
+def worker_args(workers: int) -> list[str]:
+    if workers == 1:
+        return ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sources = evenly_spaced(find_articles(args.data), args.limit)
+    if not sources:
+        print(f"bench: no article files under {args.data}", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsbeam-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        inputs = workdir / "input"
+        shutil.rmtree(inputs, ignore_errors=True)
+        written = build_input(sources, args.scale, inputs, args.data)
+        print(f"bench: {len(written)} articles ({sum(p.stat().st_size for p in written) / 1e6:.1f} MB) "
+              f"in {inputs}", flush=True)
+
+        forced = [] if args.workers == "auto" else worker_args(int(args.workers))
+        print("bench: full run ...", flush=True)
+        full = run_newsbeam(inputs, workdir / "out", forced, workdir / "run.log", args.sample_interval)
+        workers = workers_of(full["summary"])
+
+        startup_inputs = workdir / "startup-input"
+        shutil.rmtree(startup_inputs, ignore_errors=True)
+        build_input(evenly_spaced(sources, args.startup_articles), 1, startup_inputs, args.data)
+        print(f"bench: start-up run ({workers} worker process(es)) ...", flush=True)
+        startup = run_newsbeam(startup_inputs, workdir / "startup-out", worker_args(workers),
+                               workdir / "startup.log", args.sample_interval)
+
+        texts = annotated_texts(full["summary_path"].parent, models_of(full["summary"]))
+        print(f"bench: ceiling, nlp.pipe over {sum(len(t) for t in texts.values())} texts "
+              f"with {workers} process(es) ...", flush=True)
+        ceiling = run_ceiling(texts, workers, args.ceiling_batch_size, args.sample_interval)
+
+        result = figures(scale=args.scale, limit=args.limit, workers=workers, articles_in=len(written),
+                         texts=texts, full=full, startup=startup, ceiling=ceiling)
+        print(format_report(result))
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    finally:
+        if args.keep or args.workdir:
+            print(f"bench: work folder kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
