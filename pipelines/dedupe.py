@@ -1,25 +1,123 @@
-"""Dedupe stage: fold duplicate articles into one kept article.
+"""Dedupe stage: fold exact and near-duplicate articles into one kept article.
 
-Which article of a group is kept never depends on arrival order: the earliest
-``published`` wins, undated articles lose to dated ones, and ties go to the
-smallest ``id``.
+How it decides, in order:
+
+1. **Exact.** Articles are grouped by ``content_hash`` (the hash of
+   ``clean.normalise_for_hash(text)``, set by the clean stage), together with the
+   history fingerprints of earlier runs. A group that contains a history
+   fingerprint makes every article in it an ``exact`` duplicate of that earlier
+   id; otherwise the keep-rule winner represents the group and the others wait
+   to learn whether that winner survives step 3. Thousands of identical
+   boilerplate pages therefore collapse to one representative before any
+   near-duplicate work.
+2. **Candidates.** Each representative (and each history fingerprint) is cut
+   into word 5-gram shingles, hashed to 32 bits; a datasketch MinHash of those
+   hashes is split into LSH bands and every band value becomes a Beam key. Only
+   articles sharing a band bucket are ever compared, so cost grows with the
+   input, not its square. A bucket of at most ``bucket_cap`` members yields all
+   its pairs; a bigger one (a template shared by many pages) only pairs every
+   member with the bucket's keep-rule winner, so it costs one pass and O(cap)
+   memory (counter ``dedupe:oversized_buckets``).
+3. **Verification.** Each distinct candidate pair is checked with the exact
+   Jaccard similarity of the two shingle sets; pairs at or above ``threshold``
+   are edges.
+4. **Resolution (greedy star clustering).** Articles are visited in keep order
+   (history first, then earliest ``published``, undated last, then smallest
+   ``id``): an article is a ``near`` duplicate of the earliest already-kept
+   article it is an edge with, otherwise it is kept. So ``duplicate_of`` always
+   names a kept article and ``similarity`` is always the verified similarity to
+   it (>= threshold). A chain A~B, B~C with A !~ C (A first) resolves to A kept,
+   B duplicate of A, C kept. This step sees only the verified edges (ids, keep
+   order and similarity: a few hundred bytes per duplicate), gathered on one
+   worker because clusters can span any two buckets.
+
+Exact duplicates of a representative that turns out to be a near duplicate are
+pointed at the article it was folded into, as ``near`` with the same similarity
+(identical normalised text has identical shingles).
+
+Every decision depends only on article content, ``published`` and ``id``, never
+on arrival order, bundle boundaries or the number of workers.
+
+Cross-run history: ``WriteFingerprints(state_dir)`` persists the fingerprints of
+the articles kept by a run as Avro (``schemas/fingerprint.avsc``) under
+``<state_dir>/dedupe/``; ``ReadFingerprints(state_dir)`` reads them back (an
+absent or empty folder is an empty history) to pass as ``history``. History
+articles are always kept and win over anything in the current run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
 import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-__all__ = ["DedupeArticles", "keep_order", "resolve_exact_group"]
+from pipelines.clean import normalise_for_hash
+from pipelines.records import load_schema
+from pipelines.write import WriteRecords
+
+__all__ = [
+    "DEFAULT_BUCKET_CAP",
+    "HISTORY_FOLDER",
+    "SHINGLE_SCHEME",
+    "DedupeArticles",
+    "ReadFingerprints",
+    "WriteFingerprints",
+    "band_keys",
+    "bucket_pairs",
+    "fingerprint",
+    "jaccard",
+    "keep_order",
+    "lsh_bands",
+    "node_order",
+    "resolve_exact_group",
+    "resolve_near",
+    "shingle_hashes",
+    "unpack_shingles",
+]
 
 STAGE = "dedupe"
 DUPLICATES_TAG = "duplicates"
+PENDING_TAG = "pending"
+SEEN_TAG = "seen"
+FINGERPRINTS_TAG = "fingerprints"
+HISTORY_FOLDER = "dedupe"
+FINGERPRINT_SCHEMA = "fingerprint"
+
+SHINGLE_WORDS = 5
+# Names how fingerprint shingles are made; history written under another
+# scheme is still used for exact matching but not compared for near matching.
+SHINGLE_SCHEME = "words5-blake2b32"
+NUM_PERM = 128
+MINHASH_SEED = 1
+# Chance that a pair exactly at the threshold shares at least one band; LSH
+# bands are chosen as the narrowest (fewest spurious candidates) that reach it.
+MIN_CANDIDATE_RECALL = 0.995
+DEFAULT_BUCKET_CAP = 32
+
+HISTORY_RANK = 0
+CURRENT_RANK = 1
+
+
+# ---------------------------------------------------------------------------
+# Pure core
 
 
 def keep_order(article: dict) -> tuple:
     """Sort key: the first article in this order is the one kept."""
     published = article.get("published")
     return (published is None, published or "", article["id"])
+
+
+def node_order(record: dict, history: bool) -> tuple:
+    """Keep order across runs: every history article precedes every current one."""
+    return (HISTORY_RANK if history else CURRENT_RANK, *keep_order(record))
 
 
 def duplicate_record(article: dict, kept_id: str, method: str, similarity: float) -> dict:
@@ -32,35 +130,424 @@ def duplicate_record(article: dict, kept_id: str, method: str, similarity: float
     }
 
 
-def resolve_exact_group(articles) -> tuple[dict, list[dict]]:
-    """(kept article, duplicate records) for articles sharing one content hash."""
+def resolve_exact_group(articles: Iterable[dict], history: Iterable[dict] = ()) -> tuple[dict | None, list[dict]]:
+    """(kept article or None, duplicate records) for one content hash.
+
+    Without history the keep-rule winner is kept and the rest point at it.
+    With history the earliest history fingerprint wins and nothing new is
+    kept, except an article whose id is already in the history (the same
+    input seen again), which stays kept rather than becoming a duplicate of
+    itself.
+    """
     ordered = sorted(articles, key=keep_order)
+    history = sorted(history, key=keep_order)
+    if not ordered:
+        return None, []
+    if history:
+        seen_ids = {h["id"] for h in history}
+        seen = [a for a in ordered if a["id"] in seen_ids]
+        if seen:
+            kept = seen[0]
+            return kept, [duplicate_record(a, kept["id"], "exact", 1.0) for a in ordered if a is not kept]
+        return None, [duplicate_record(a, history[0]["id"], "exact", 1.0) for a in ordered]
     kept = ordered[0]
     return kept, [duplicate_record(a, kept["id"], "exact", 1.0) for a in ordered[1:]]
 
 
+def shingle_hashes(text: str, words: int = SHINGLE_WORDS) -> np.ndarray:
+    """Sorted unique 32-bit hashes of the word ``words``-grams of the normalised text.
+
+    Text shorter than one shingle is a single shingle; text without a word
+    character has none (it can still be an exact duplicate).
+    """
+    tokens = normalise_for_hash(text).split()
+    if not tokens:
+        return np.zeros(0, dtype="<u4")
+    span = min(words, len(tokens))
+    hashes = {
+        int.from_bytes(hashlib.blake2b(" ".join(tokens[i:i + span]).encode("utf-8"), digest_size=4).digest(),
+                       "little")
+        for i in range(len(tokens) - span + 1)
+    }
+    return np.array(sorted(hashes), dtype="<u4")
+
+
+def unpack_shingles(packed: bytes) -> np.ndarray:
+    return np.frombuffer(packed, dtype="<u4")
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted unique hash arrays (0.0 when either is empty)."""
+    if not len(a) or not len(b):
+        return 0.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (len(a) + len(b) - inter)
+
+
+def lsh_bands(threshold: float, num_perm: int = NUM_PERM, min_recall: float = MIN_CANDIDATE_RECALL) -> tuple[int, int]:
+    """(bands, rows per band) for a MinHash of ``num_perm`` values.
+
+    A pair of Jaccard similarity s shares a band with probability
+    1 - (1 - s**rows)**bands. We take the most rows (fewest candidates among
+    dissimilar articles) for which a pair exactly at ``threshold`` is a
+    candidate with probability >= ``min_recall``. Candidates are verified
+    exactly afterwards, so spare candidates cost time, never precision.
+    datasketch's own MinHashLSH parameter search balances false positives
+    against false negatives instead (at 0.8 it picks 9 bands of 13 rows,
+    which finds a pair at 0.8 only 40% of the time).
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError("threshold must be in (0, 1]")
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1.0 - (1.0 - threshold ** rows) ** bands >= min_recall:
+            return bands, rows
+    return num_perm, 1
+
+
+def _identity(value):
+    return value
+
+
+_PERMUTATIONS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def minhash_signature(shingles: np.ndarray, num_perm: int = NUM_PERM, seed: int = MINHASH_SEED) -> np.ndarray:
+    """datasketch MinHash (affine32 scheme) of already-hashed shingles."""
+    from datasketch import MinHash
+
+    key = (num_perm, seed)
+    if key not in _PERMUTATIONS:
+        _PERMUTATIONS[key] = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    m = MinHash(num_perm=num_perm, seed=seed, scheme="affine32", hashfunc=_identity,
+                permutations=_PERMUTATIONS[key])
+    m.update_batch(shingles.tolist())
+    return m.hashvalues
+
+
+def band_keys(shingles: np.ndarray, bands: int, rows: int) -> list[bytes]:
+    """One LSH bucket key per band: band number + that band's MinHash values."""
+    if not len(shingles):
+        return []
+    signature = minhash_signature(shingles, max(NUM_PERM, bands * rows)).astype("<u4")
+    return [bytes([i]) + signature[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]
+
+
+def _comparable(a: tuple, b: tuple) -> bool:
+    # History articles were already deduplicated against each other, and an
+    # id seen before is the same input, not a duplicate of itself.
+    return not (a[0] == HISTORY_RANK and b[0] == HISTORY_RANK) and a[-1] != b[-1]
+
+
+def bucket_pairs(members: Iterable[tuple], cap: int = DEFAULT_BUCKET_CAP) -> tuple[bool, Iterator[tuple]]:
+    """(oversized, candidate pairs (earlier, later)) of one LSH bucket of node orders.
+
+    Up to ``cap`` members: every pair. More: each member paired with the
+    bucket's first member in keep order only, reading ``members`` twice more
+    instead of holding it (Beam's grouped values can be re-iterated).
+    """
+    head = list(itertools.islice(members, cap + 1))
+    if len(head) <= cap:
+        head.sort()
+        return False, ((a, b) for a, b in itertools.combinations(head, 2) if _comparable(a, b))
+    first = min(members)
+    return True, ((first, m) for m in members if m != first and _comparable(first, m))
+
+
+def resolve_near(edges: Iterable[tuple]) -> dict[str, tuple[str, float, bool]]:
+    """Greedy star clustering over verified edges ``(order_a, order_b, similarity)``.
+
+    Returns {duplicate id: (kept id, similarity, kept is a history article)}
+    for the current-run articles that are near duplicates. Nodes are visited
+    in keep order; history nodes are always kept; a current node is a duplicate
+    of the earliest kept node it shares an edge with, else kept.
+    """
+    earlier: dict[tuple, list[tuple[tuple, float]]] = defaultdict(list)
+    nodes = set()
+    for a, b, sim in edges:
+        if b < a:
+            a, b = b, a
+        earlier[b].append((a, sim))
+        nodes.update((a, b))
+    kept: set[tuple] = set()
+    decisions = {}
+    for node in sorted(nodes):
+        if node[0] == HISTORY_RANK:
+            kept.add(node)
+            continue
+        matches = [(a, sim) for a, sim in earlier.get(node, ()) if a in kept]
+        if matches:
+            target, sim = min(matches)
+            decisions[node[-1]] = (target[-1], sim, target[0] == HISTORY_RANK)
+        else:
+            kept.add(node)
+    return decisions
+
+
+def fingerprint(article: dict) -> dict:
+    """The history record of a kept article (schemas/fingerprint.avsc)."""
+    return {
+        "id": article["id"],
+        "source": article["source"],
+        "published": article.get("published"),
+        "content_hash": article["content_hash"],
+        "shingle_scheme": SHINGLE_SCHEME,
+        "shingles": shingle_hashes(article["text"]).tobytes(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Beam
+
+
 class ResolveExactGroupFn(beam.DoFn):
+    """One content hash's articles and history -> representative, or final duplicates."""
+
     def __init__(self):
-        self._exact = Metrics.counter(STAGE, "exact_duplicates")
+        self._history_exact = Metrics.counter(STAGE, "exact_duplicates")
+        self._history_matches = Metrics.counter(STAGE, "history_duplicates")
+        self._seen = Metrics.counter(STAGE, "already_in_history")
 
     def process(self, element):
-        _, articles = element
-        kept, duplicates = resolve_exact_group(articles)
+        _, members = element
+        articles = [record for kind, record in members if kind == "article"]
+        history = [record for kind, record in members if kind == "history"]
+        kept, duplicates = resolve_exact_group(articles, history)
+        if history:
+            if kept is not None:
+                self._seen.inc()
+                yield beam.pvalue.TaggedOutput(SEEN_TAG, kept)
+            for dup in duplicates:
+                self._history_exact.inc()
+                if kept is None:
+                    self._history_matches.inc()
+                yield beam.pvalue.TaggedOutput(DUPLICATES_TAG, dup)
+            return
+        if kept is None:
+            return
         yield kept
         for dup in duplicates:
+            yield beam.pvalue.TaggedOutput(PENDING_TAG, (kept["id"], dup))
+
+
+class HistoryNodeFn(beam.DoFn):
+    """History fingerprints -> near-duplicate nodes (those shingled the way this version does)."""
+
+    def __init__(self):
+        self._read = Metrics.counter(STAGE, "history_fingerprints")
+        self._incompatible = Metrics.counter(STAGE, "history_other_shingle_scheme")
+
+    def process(self, fp):
+        self._read.inc()
+        if fp.get("shingle_scheme") != SHINGLE_SCHEME:
+            self._incompatible.inc()
+            return
+        yield fp["id"], (node_order(fp, history=True), bytes(fp["shingles"]))
+
+
+class BandFn(beam.DoFn):
+    def __init__(self, bands: int, rows: int):
+        self._bands = bands
+        self._rows = rows
+        self._unbanded = Metrics.counter(STAGE, "articles_without_shingles")
+
+    def process(self, node):
+        _, (order, packed) = node
+        keys = band_keys(unpack_shingles(packed), self._bands, self._rows)
+        if not keys:
+            self._unbanded.inc()
+        for key in keys:
+            yield key, order
+
+
+class BucketPairsFn(beam.DoFn):
+    def __init__(self, cap: int):
+        self._cap = cap
+        self._oversized = Metrics.counter(STAGE, "oversized_buckets")
+
+    def process(self, element):
+        _, members = element
+        oversized, pairs = bucket_pairs(members, self._cap)
+        if oversized:
+            self._oversized.inc()
+        yield from pairs
+
+
+def _node_for(nodes, order):
+    for node_order_, packed in nodes:
+        if node_order_ == order:
+            return unpack_shingles(packed)
+    raise KeyError(f"no fingerprint for {order!r}")
+
+
+def _attach_left(element):
+    """(a id, {nodes, pairs}) -> (b id, (a order, a shingles, b order)) per candidate pair."""
+    _, grouped = element
+    for a_order, b_order in grouped["pairs"]:
+        yield b_order[-1], (a_order, _node_for(grouped["nodes"], a_order), b_order)
+
+
+class VerifyPairsFn(beam.DoFn):
+    """(b id, {nodes, left}) -> verified edges (a order, b order, similarity)."""
+
+    def __init__(self, threshold: float):
+        self._threshold = threshold
+        self._candidates = Metrics.counter(STAGE, "candidate_pairs")
+        self._verified = Metrics.counter(STAGE, "verified_pairs")
+        self._below = Metrics.counter(STAGE, "candidates_below_threshold")
+
+    def process(self, element):
+        _, grouped = element
+        for a_order, a_shingles, b_order in grouped["left"]:
+            self._candidates.inc()
+            sim = jaccard(a_shingles, _node_for(grouped["nodes"], b_order))
+            if sim >= self._threshold:
+                self._verified.inc()
+                yield a_order, b_order, sim
+            else:
+                self._below.inc()
+
+
+class FinalizeFn(beam.DoFn):
+    """Representative + its near decision + its waiting exact duplicates -> output records."""
+
+    def __init__(self):
+        self._kept = Metrics.counter(STAGE, "kept")
+        self._exact = Metrics.counter(STAGE, "exact_duplicates")
+        self._near = Metrics.counter(STAGE, "near_duplicates")
+        self._history_matches = Metrics.counter(STAGE, "history_duplicates")
+
+    def process(self, element):
+        _, grouped = element
+        (article,) = grouped["article"]
+        pending = sorted(grouped["pending"], key=lambda d: d["id"])
+        if grouped["near"]:
+            ((kept_id, sim, in_history),) = grouped["near"]
+            for dup in [duplicate_record(article, kept_id, "near", sim), *pending]:
+                self._near.inc()
+                if in_history:
+                    self._history_matches.inc()
+                yield beam.pvalue.TaggedOutput(DUPLICATES_TAG, {
+                    **dup, "duplicate_of": kept_id, "method": "near", "similarity": float(sim)})
+            return
+        self._kept.inc()
+        yield article
+        for fp in grouped["fingerprint"]:
+            yield beam.pvalue.TaggedOutput(FINGERPRINTS_TAG, fp)
+        for dup in pending:
             self._exact.inc()
             yield beam.pvalue.TaggedOutput(DUPLICATES_TAG, dup)
 
 
 class DedupeArticles(beam.PTransform):
-    """Clean articles -> {'articles': kept articles, 'duplicates': duplicate records}."""
+    """Clean articles -> {'articles': kept, 'duplicates': duplicate records,
+    'fingerprints': history records of this run's kept articles}.
+
+    ``history`` is an optional PCollection of fingerprint records from earlier
+    runs (see ``ReadFingerprints``).
+    """
+
+    def __init__(self, threshold: float = 0.8, history: beam.PCollection | None = None,
+                 bucket_cap: int = DEFAULT_BUCKET_CAP):
+        super().__init__()
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        if bucket_cap < 2:
+            raise ValueError("bucket_cap must be at least 2")
+        self._threshold = threshold
+        self._history = history
+        self._bucket_cap = bucket_cap
+        self._bands, self._rows = lsh_bands(threshold)
 
     def expand(self, articles):
-        results = (
-            articles
-            | "KeyByContentHash" >> beam.Map(lambda a: (a["content_hash"], a))
+        history = self._history
+        if history is None:
+            history = articles.pipeline | "NoHistory" >> beam.Create([])
+
+        exact = (
+            (articles | "KeyArticleByHash" >> beam.Map(lambda a: (a["content_hash"], ("article", a))),
+             history | "KeyHistoryByHash" >> beam.Map(lambda h: (h["content_hash"], ("history", h))))
+            | "ExactCandidates" >> beam.Flatten()
             | "GroupExact" >> beam.GroupByKey()
-            | "KeepOnePerHash" >> beam.ParDo(ResolveExactGroupFn()).with_outputs(
-                DUPLICATES_TAG, main="articles")
+            | "ResolveExact" >> beam.ParDo(ResolveExactGroupFn()).with_outputs(
+                DUPLICATES_TAG, PENDING_TAG, SEEN_TAG, main="representatives")
         )
-        return {"articles": results.articles, "duplicates": results[DUPLICATES_TAG]}
+        representatives = exact.representatives
+        fingerprints = representatives | "Fingerprint" >> beam.Map(lambda a: (a["id"], fingerprint(a)))
+        nodes = (
+            (fingerprints | "CurrentNodes" >> beam.MapTuple(
+                lambda id_, fp: (id_, (node_order(fp, history=False), fp["shingles"]))),
+             history | "HistoryNodes" >> beam.ParDo(HistoryNodeFn()))
+            | "AllNodes" >> beam.Flatten()
+        )
+        pairs = (
+            nodes
+            | "Band" >> beam.ParDo(BandFn(self._bands, self._rows))
+            | "GroupBands" >> beam.GroupByKey()
+            | "BucketPairs" >> beam.ParDo(BucketPairsFn(self._bucket_cap))
+            | "DistinctPairs" >> beam.Distinct()
+        )
+        left = (
+            {"nodes": nodes, "pairs": pairs | "KeyPairByFirst" >> beam.Map(lambda ab: (ab[0][-1], ab))}
+            | "JoinFirst" >> beam.CoGroupByKey()
+            | "AttachFirst" >> beam.FlatMap(_attach_left)
+        )
+        near = (
+            {"nodes": nodes, "left": left}
+            | "JoinSecond" >> beam.CoGroupByKey()
+            | "Verify" >> beam.ParDo(VerifyPairsFn(self._threshold))
+            | "AllEdges" >> beam.Map(lambda edge: (None, edge))
+            | "GatherEdges" >> beam.GroupByKey()
+            | "ResolveNear" >> beam.FlatMap(lambda kv: sorted(resolve_near(kv[1]).items()))
+        )
+        final = (
+            {"article": representatives | "KeyRepresentative" >> beam.Map(lambda a: (a["id"], a)),
+             "fingerprint": fingerprints, "near": near, "pending": exact[PENDING_TAG]}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "Finalize" >> beam.ParDo(FinalizeFn()).with_outputs(
+                DUPLICATES_TAG, FINGERPRINTS_TAG, main="articles")
+        )
+        return {
+            "articles": (final.articles, exact[SEEN_TAG]) | "AllKept" >> beam.Flatten(),
+            "duplicates": (exact[DUPLICATES_TAG], final[DUPLICATES_TAG]) | "AllDuplicates" >> beam.Flatten(),
+            "fingerprints": final[FINGERPRINTS_TAG],
+        }
+
+
+def read_fingerprint_file(readable) -> Iterator[dict]:
+    import fastavro
+
+    with readable.open(compression_type="uncompressed") as f:
+        yield from fastavro.reader(f)
+
+
+class ReadFingerprints(beam.PTransform):
+    """PBegin -> fingerprint records in ``<state_dir>/dedupe/*.avro`` (none when absent)."""
+
+    def __init__(self, state_dir: str):
+        super().__init__()
+        if not state_dir:
+            raise ValueError("state_dir is required")
+        self._pattern = FileSystems.join(state_dir, HISTORY_FOLDER, "*.avro")
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "MatchHistory" >> fileio.MatchFiles(self._pattern,
+                                                  empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+            | "OpenHistory" >> fileio.ReadMatches()
+            | "ParseHistory" >> beam.FlatMap(read_fingerprint_file)
+        )
+
+
+class WriteFingerprints(beam.PTransform):
+    """Fingerprint records -> ``<state_dir>/dedupe/part-*.avro``."""
+
+    def __init__(self, state_dir: str):
+        super().__init__()
+        if not state_dir:
+            raise ValueError("state_dir is required")
+        self._write = WriteRecords(state_dir, HISTORY_FOLDER, load_schema(FINGERPRINT_SCHEMA))
+
+    def expand(self, fingerprints):
+        return fingerprints | "WriteAvro" >> self._write

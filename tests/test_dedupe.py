@@ -1,8 +1,64 @@
+import random
+
 import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from helpers import article
 
-from pipelines.dedupe import DedupeArticles, resolve_exact_group
+from pipelines.dedupe import (
+    CURRENT_RANK,
+    HISTORY_RANK,
+    DedupeArticles,
+    ReadFingerprints,
+    WriteFingerprints,
+    bucket_pairs,
+    fingerprint,
+    jaccard,
+    lsh_bands,
+    resolve_exact_group,
+    resolve_near,
+    shingle_hashes,
+)
+
+VOCAB = [f"w{i}" for i in range(5000)]
+
+
+def story(seed: int, words: int = 120) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(VOCAB) for _ in range(words)]
+
+
+def edit(words: list[str], positions, tag: str) -> list[str]:
+    out = list(words)
+    for i in positions:
+        out[i] = f"{tag}{i}"
+    return out
+
+
+def text(words: list[str]) -> str:
+    return " ".join(words)
+
+
+def sim(a: str, b: str) -> float:
+    return jaccard(shingle_hashes(a), shingle_hashes(b))
+
+
+def art(id_, words, published=None, **fields):
+    t = text(words) if isinstance(words, list) else words
+    return article(id_, t, published=published, content_hash=f"hash-of-{t}", **fields)
+
+
+def ids(pcoll, label):
+    return pcoll | label >> beam.Map(lambda a: a["id"])
+
+
+def dup_tuples(pcoll, label):
+    return pcoll | label >> beam.Map(lambda d: (d["id"], d["duplicate_of"], d["method"], round(d["similarity"], 6)))
+
+
+# --- pure core ---------------------------------------------------------------
 
 
 def test_earliest_published_then_smallest_id_is_kept():
@@ -14,11 +70,237 @@ def test_earliest_published_then_smallest_id_is_kept():
     assert {(d["id"], d["duplicate_of"], d["method"]) for d in dups} == {("a", "b", "exact"), ("0", "b", "exact")}
 
 
-def test_dedupe_transform(test_pipeline):
-    arts = [article("a", "same", content_hash="h"), article("b", "same", content_hash="h"),
-            article("c", "other", content_hash="k")]
+def test_exact_group_with_history_points_everything_at_the_history_article():
+    a = article("a", "x", published="2020-01-01", content_hash="h")
+    old = {"id": "old", "published": "2024-06-01", "content_hash": "h"}
+    kept, dups = resolve_exact_group([a], [old])
+    assert kept is None
+    assert [(d["id"], d["duplicate_of"], d["similarity"]) for d in dups] == [("a", "old", 1.0)]
+
+
+def test_exact_group_article_already_in_history_stays_kept():
+    same = article("old", "x", content_hash="h")
+    copy = article("new", "x", content_hash="h")
+    kept, dups = resolve_exact_group([copy, same], [{"id": "old", "published": None, "content_hash": "h"}])
+    assert kept is same
+    assert [(d["id"], d["duplicate_of"]) for d in dups] == [("new", "old")]
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("The cat sat on the mat today.", "the CAT sat, on the mat -- today!", 1.0),
+    ("one two three", "one two three", 1.0),
+    ("one two three", "one two four", 0.0),
+    ("a b c d e f", "a b c d e g", 1 / 3),
+    ("", "anything at all here", 0.0),
+])
+def test_shingle_similarity_ignores_case_and_punctuation(a, b, expected):
+    assert sim(a, b) == pytest.approx(expected)
+
+
+def test_shingles_are_sorted_unique_32_bit():
+    hashes = shingle_hashes("a b c d e a b c d e a b c d e")
+    assert hashes.dtype == np.dtype("<u4")
+    assert list(hashes) == sorted(set(hashes))
+    assert len(hashes) == 5
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
+def test_lsh_bands_find_a_pair_at_the_threshold_almost_always(threshold):
+    bands, rows = lsh_bands(threshold)
+    assert bands * rows <= 128
+    assert 1 - (1 - threshold ** rows) ** bands >= 0.995
+    # one more row per band would miss too many pairs at the threshold
+    wider = rows + 1
+    assert wider > 128 or 1 - (1 - threshold ** wider) ** (128 // wider) < 0.995
+
+
+def test_lsh_bands_rejects_bad_threshold():
+    with pytest.raises(ValueError):
+        lsh_bands(0.0)
+
+
+def _node(id_, rank=CURRENT_RANK, published=None):
+    return (rank, published is None, published or "", id_)
+
+
+def test_small_bucket_yields_every_comparable_pair():
+    h1, h2 = _node("h1", HISTORY_RANK), _node("h2", HISTORY_RANK)
+    c, d, again = _node("c", published="2024-01-01"), _node("d"), _node("h1")
+    oversized, pairs = bucket_pairs([d, again, c, h2, h1], cap=5)
+    pairs = set(pairs)
+    assert not oversized
+    assert (h1, h2) not in pairs  # history was deduplicated by its own run
+    assert (h1, again) not in pairs  # the same id is the same input
+    assert pairs == {(h1, c), (h1, d), (h2, c), (h2, d), (h2, again), (c, d), (c, again), (d, again)}
+
+
+def test_oversized_bucket_pairs_every_member_with_its_first_only():
+    members = [_node(f"n{i:03d}") for i in range(50, 0, -1)]
+    oversized, pairs = bucket_pairs(members, cap=4)
+    assert oversized
+    first = _node("n001")
+    assert sorted(pairs) == [(first, m) for m in sorted(members) if m != first]
+
+
+def test_near_chain_resolves_greedily_in_keep_order():
+    a, b, c = _node("a", published="2024-01-01"), _node("b", published="2024-01-02"), _node("c")
+    # A~B, B~C, A not ~C: B folds into A; C's only match is a duplicate, so C is kept.
+    assert resolve_near([(b, c, 0.85), (a, b, 0.9)]) == {"b": ("a", 0.9, False)}
+    # When C also matches A directly, it folds into A too.
+    assert resolve_near([(b, c, 0.85), (a, b, 0.9), (c, a, 0.81)]) == {"b": ("a", 0.9, False), "c": ("a", 0.81, False)}
+
+
+def test_near_prefers_earliest_kept_and_history_always_wins():
+    late_history = _node("zzz", HISTORY_RANK, published="2030-01-01")
+    early = _node("b", published="2000-01-01")
+    tie_small, tie_large = _node("m1", published="2024-05-05"), _node("m2", published="2024-05-05")
+    decisions = resolve_near([(early, late_history, 0.8), (tie_large, tie_small, 0.95), (tie_large, early, 0.99)])
+    # b is published long before the history article but history wins; m1 and m2
+    # tie on published, so the smaller id is kept and m2 folds into it, not into
+    # its more similar but duplicate neighbour b.
+    assert decisions == {"b": ("zzz", 0.8, True), "m2": ("m1", 0.95, False)}
+
+
+def test_fingerprint_record_has_packed_shingles():
+    a = art("a", story(1))
+    fp = fingerprint(a)
+    assert fp["id"] == "a" and fp["content_hash"] == a["content_hash"]
+    assert np.array_equal(np.frombuffer(fp["shingles"], dtype="<u4"), shingle_hashes(a["text"]))
+
+
+# --- Beam --------------------------------------------------------------------
+
+
+BASE = story(1, 200)
+# B differs from A in a few spread words, C from B in a few others: A~B and B~C
+# are over 0.8 but A~C is not, which is the chain case.
+CHAIN_B = edit(BASE, range(5, 200, 50), "b")
+CHAIN_C = edit(CHAIN_B, range(30, 200, 50), "c")
+
+
+def test_chain_fixture_is_a_chain():
+    assert sim(text(BASE), text(CHAIN_B)) >= 0.8
+    assert sim(text(CHAIN_B), text(CHAIN_C)) >= 0.8
+    assert sim(text(BASE), text(CHAIN_C)) < 0.8
+
+
+def corpus() -> list[dict]:
+    other = story(2)
+    near = edit(other, [60], "n")
+    return [
+        art("a", BASE, "2024-01-01"),
+        art("b", CHAIN_B, "2024-01-02"),
+        art("c", CHAIN_C, "2024-01-03"),
+        art("o", other, "2024-02-01"),
+        art("n", near, "2024-01-15"),            # near copy of o, published earlier: n is kept
+        art("x", near, "2024-03-01"),            # exact copy of n
+        art("y", text(other).upper(), "2024-03-01"),  # same story as o re-typeset: exact of o after normalising
+        art("u", story(3)),                      # unrelated
+        art("t2", story(4), "2024-04-04"),      # t1/t2 tie on published: smaller id kept
+        art("t1", story(4), "2024-04-04"),
+    ]
+
+
+def expected_duplicates():
+    other = story(2)
+    near_sim = round(sim(text(other), text(edit(other, [60], "n"))), 6)
+    return [
+        ("b", "a", "near", round(sim(text(BASE), text(CHAIN_B)), 6)),
+        ("o", "n", "near", near_sim),
+        ("x", "n", "exact", 1.0),
+        ("y", "n", "near", near_sim),  # y is an exact copy of o, and o folded into n
+        ("t2", "t1", "exact", 1.0),
+    ]
+
+
+def fix_hashes(articles):
+    from pipelines.clean import normalise_for_hash
+    from pipelines.records import sha256_hex
+
+    return [{**a, "content_hash": sha256_hex(normalise_for_hash(a["text"]))} for a in articles]
+
+
+def test_dedupe_exact_near_chain_ties(test_pipeline):
     with test_pipeline() as p:
-        out = p | beam.Create(arts) | DedupeArticles()
-        assert_that(out["articles"] | beam.Map(lambda a: a["id"]), equal_to(["a", "c"]), label="kept")
-        assert_that(out["duplicates"] | beam.Map(lambda d: (d["id"], d["duplicate_of"])), equal_to([("b", "a")]),
-                    label="dups")
+        out = p | beam.Create(fix_hashes(corpus())) | DedupeArticles(0.8)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["a", "c", "n", "u", "t1"]), label="kept")
+        assert_that(dup_tuples(out["duplicates"], "DupTuples"), equal_to(expected_duplicates()), label="dups")
+        assert_that(ids(out["fingerprints"], "FpIds"), equal_to(["a", "c", "n", "u", "t1"]), label="fingerprints")
+
+
+@pytest.mark.parametrize("seed, options", [
+    (1, {}),
+    (2, {"direct_num_workers": 2, "direct_running_mode": "multi_threading"}),
+    (3, {}),
+])
+def test_dedupe_output_does_not_depend_on_input_order_or_workers(test_pipeline, seed, options):
+    articles = fix_hashes(corpus())
+    random.Random(seed).shuffle(articles)
+    with test_pipeline(**options) as p:
+        out = p | beam.Create(articles, reshuffle=True) | DedupeArticles(0.8, bucket_cap=2)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["a", "c", "n", "u", "t1"]), label="kept")
+        assert_that(dup_tuples(out["duplicates"], "DupTuples"), equal_to(expected_duplicates()), label="dups")
+
+
+def test_oversized_bucket_is_counted_and_still_folds_boilerplate(test_pipeline):
+    page = story(9, 150)
+    # 12 template pages differing in one word each; no two are byte-identical.
+    pages = fix_hashes([art(f"p{i:02d}", edit(page, [140], f"v{i}"), f"2024-01-{i + 1:02d}") for i in range(12)])
+    p = test_pipeline()
+    out = p | beam.Create(pages) | DedupeArticles(0.8, bucket_cap=4)
+    assert_that(ids(out["articles"], "KeptIds"), equal_to(["p00"]), label="kept")
+    assert_that(out["duplicates"] | beam.Map(lambda d: (d["duplicate_of"], d["method"])),
+                equal_to([("p00", "near")] * 11), label="dups")
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("dedupe"))["counters"]
+    by_name = {c.key.metric.name: c.committed for c in counters}
+    assert by_name["oversized_buckets"] > 0
+    assert by_name["near_duplicates"] == 11
+    assert by_name["kept"] == 1
+
+
+def test_unrelated_articles_are_not_duplicates(test_pipeline):
+    arts = fix_hashes([art(f"s{i}", story(100 + i)) for i in range(20)])
+    with test_pipeline() as p:
+        out = p | beam.Create(arts) | DedupeArticles(0.8)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to([a["id"] for a in arts]), label="kept")
+        assert_that(out["duplicates"], equal_to([]), label="dups")
+
+
+def test_history_across_runs(test_pipeline, tmp_path):
+    state = str(tmp_path / "state")
+    first = fix_hashes([art("old", BASE, "2024-05-01"), art("other", story(5), "2024-05-01")])
+    with test_pipeline() as p:
+        out = p | beam.Create(first) | DedupeArticles(0.8)
+        out["fingerprints"] | WriteFingerprints(state)
+    assert list((tmp_path / "state" / "dedupe").glob("*.avro"))
+
+    second = fix_hashes([
+        art("exact", text(BASE).lower(), "2020-01-01"),  # exact copy, published before: the old one still wins
+        art("near", CHAIN_B, "2020-01-01"),
+        art("old", BASE, "2024-05-01"),  # the same input seen again: stays kept, not a duplicate of itself
+        art("new", story(6)),
+    ])
+    with test_pipeline() as p:
+        history = p | "History" >> ReadFingerprints(state)
+        out = p | beam.Create(second) | DedupeArticles(0.8, history=history)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["old", "new"]), label="kept")
+        assert_that(dup_tuples(out["duplicates"], "DupTuples"), equal_to([
+            ("exact", "old", "exact", 1.0),
+            ("near", "old", "near", round(sim(text(BASE), text(CHAIN_B)), 6)),
+        ]), label="dups")
+        assert_that(ids(out["fingerprints"], "FpIds"), equal_to(["new"]), label="fingerprints")
+
+
+def test_absent_history_folder_is_an_empty_history(test_pipeline, tmp_path):
+    with test_pipeline() as p:
+        history = p | "History" >> ReadFingerprints(str(tmp_path / "never-written"))
+        out = p | beam.Create(fix_hashes([art("a", story(7))])) | DedupeArticles(0.8, history=history)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["a"]), label="kept")
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 0.0}, {"threshold": 1.5}, {"bucket_cap": 1}])
+def test_dedupe_validates_arguments(kwargs):
+    with pytest.raises(ValueError):
+        DedupeArticles(**kwargs)
