@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.aggregate import AggregateEntities
 from pipelines.clean import CleanArticles
-from pipelines.dedupe import DedupeArticles
+from pipelines.dedupe import DedupeArticles, ReadFingerprints, WriteFingerprints
 from pipelines.entities import ExtractEntities
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages
@@ -81,7 +81,8 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     """
     read = p | "Read" >> ReadArticles(files, options.max_bytes)
     clean = read["articles"] | "Clean" >> CleanArticles(options.min_words)
-    deduped = clean["articles"] | "Dedupe" >> DedupeArticles()
+    history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
+    deduped = clean["articles"] | "Dedupe" >> DedupeArticles(options.near_dup_threshold, history=history)
     language = deduped["articles"] | "DetectLanguage" >> DetectLanguage(
         options.min_language_probability, parse_languages(options.languages))
     annotated = (
@@ -97,6 +98,8 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     deduped["duplicates"] | "WriteDuplicates" >> WriteRecords(out, "duplicates", schemas["duplicate"])
     rejected | "WriteRejected" >> WriteRecords(out, "rejected", schemas["rejected"])
     counts | "WriteEntityCounts" >> WriteRecords(out, "entity_counts", schemas["entity_count"])
+    if state_out:
+        deduped["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
 
     tallies = (
         (annotated | "KeyArticles" >> beam.Map(_count_keys("articles")),
