@@ -1,12 +1,15 @@
-"""Command line: ``newsbeam run INPUT... --output DIR [options] [Beam options]``."""
+"""Command line: ``newsbeam run INPUT... --output DIR [options] [Beam options]`` and
+``newsbeam watch INPUT_DIR --output DIR --state-dir STATE [--interval SECONDS]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 
 from apache_beam.io.filesystems import FileSystems
@@ -16,12 +19,15 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
 
 RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
 # Below this much input the cost of starting worker processes (each loads the
 # spaCy model) is more than a second core saves.
 MULTIPROCESS_MIN_BYTES = 512 * 1024
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+# Launcher-only arguments: not pipeline options.
+LAUNCHER_ARGS = ("command", "inputs", "interval", "max_failures")
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -36,7 +42,18 @@ chosen explicitly so nothing is ever downloaded), on two worker processes when
 the input is large enough to pay for them.
 
 Exit status: 0 the run completed (rejected inputs included), 1 the run failed,
-2 usage error (bad option, missing input, unwritable output).
+2 usage error (bad option, missing input, unwritable output), 3 another run
+holds the --state-dir lock (nothing was done).
+"""
+
+WATCH_DESCRIPTION = """\
+Keep processing INPUT_DIR incrementally: every --interval seconds, files that
+are new or changed since the last committed run and whose size and
+modification time did not change since the previous check are processed as one
+run (OUTPUT/runs/<run-id>/, OUTPUT/latest). Write files elsewhere and move them
+in, or give them a name starting with '.' until they are complete, to be sure a
+half-written file is never read. SIGINT or SIGTERM stops after the current
+batch; a second one stops at once (the batch is then not committed).
 """
 
 
@@ -58,6 +75,15 @@ def _build_parser():
                      help="article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz), "
                           "folder, or glob; local or any Beam FileSystems URL")
     NewsbeamOptions._add_argparse_args(run)
+    watch = sub.add_parser(
+        "watch", help="process a folder incrementally as files arrive, until SIGINT/SIGTERM",
+        description=WATCH_DESCRIPTION, epilog=BEAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    watch.add_argument("inputs", nargs=1, metavar="INPUT_DIR", help="folder to watch (local or FileSystems URL)")
+    watch.add_argument("--interval", type=float, default=60.0,
+                       help="seconds between checks of INPUT_DIR (default: 60)")
+    watch.add_argument("--max-failures", dest="max_failures", type=int, default=3,
+                       help="exit with status 1 after this many failed batches in a row (default: 3)")
+    NewsbeamOptions._add_argparse_args(watch)
     return parser
 
 
@@ -82,22 +108,12 @@ def _check_output_writable(output: str) -> None:
         raise UsageError(f"output {output!r} is not writable: {e}") from e
 
 
-def _clear_previous_output(output: str) -> None:
-    """Old part files would mix with new ones (shard counts differ between runs)."""
-    from pipelines.pipeline import SUMMARY_DIR
-
-    stale = [FileSystems.join(output, name) for name in (*RECORD_FOLDERS, SUMMARY_DIR, "summary.json")]
-    stale = [path for path in stale if FileSystems.exists(path)]
-    if stale:
-        FileSystems.delete(stale)
-
-
 def _beam_options(beam_args: list[str], ns: argparse.Namespace, total_bytes: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.options import DEFAULT_EXCLUDE, NewsbeamOptions
 
-    ours = {k: v for k, v in vars(ns).items() if k not in ("command", "inputs")}
+    ours = {k: v for k, v in vars(ns).items() if k not in LAUNCHER_ARGS}
     if ours.get("exclude") is None:
         ours["exclude"] = list(DEFAULT_EXCLUDE)
     given = {a.split("=", 1)[0] for a in beam_args if a.startswith("--")}
@@ -114,6 +130,40 @@ def _beam_options(beam_args: list[str], ns: argparse.Namespace, total_bytes: int
         ours["default_sdk_harness_log_level"] = "WARNING"
     options = PipelineOptions(beam_args, **ours)
     return options, options.view_as(NewsbeamOptions)
+
+
+def _options_parser(options_class):
+    parser = argparse.ArgumentParser(add_help=False)
+    options_class._add_argparse_args(parser)
+    return parser
+
+
+def make_runner(options):
+    """The runner object for ``options``.
+
+    The local FnApiRunner is built the way Beam's DirectRunner builds it, with
+    the pipeline options in its provision info: otherwise its worker processes
+    start without them (no log level, no custom options).
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners import create_runner
+
+    name = options.view_as(StandardOptions).runner or "FnApiRunner"
+    if name.split(".")[-1] != "FnApiRunner":
+        return create_runner(name)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    from pipelines.options import NewsbeamOptions
+
+    # Workers parse these before importing newsbeam, so newsbeam's own options
+    # would only be warned about there; the transforms carry their settings.
+    ours = {action.dest for action in _options_parser(NewsbeamOptions)._actions}
+    beam_only = {k: v for k, v in options.get_all_options(drop_default=True).items() if k not in ours}
+    encoded = JobServiceHandle.encode_pipeline_options(beam_only)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 def _read_summary_parts(output: str) -> tuple[list[dict], list[dict]]:
@@ -164,10 +214,14 @@ def format_summary(summary: dict) -> str:
     langs = ", ".join(f"{k} {v}" for k, v in summary["languages"].items()) or "-"
     lines.append(f"  languages:     {langs}")
     lines.append("  top entities:")
-    for e in summary["top_entities"][:10]:
+    for e in summary["top_entities"]:
         lines.append(f"    {e['mentions']:>6}  {e['entity']} ({e['label']}, {e['documents']} articles)")
     if not summary["top_entities"]:
         lines.append("    -")
+    if "incremental" in summary:
+        inc = summary["incremental"]
+        lines.append(f"  incremental:   {inc['files_new']} new, {inc['files_changed']} changed, "
+                     f"{inc['files_unchanged']} unchanged files (run {summary['run_id']})")
     lines.append(f"  output:        {summary['output']}")
     return "\n".join(lines)
 
@@ -202,63 +256,247 @@ def _versions(models: dict[str, str]) -> dict:
     }
 
 
-def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
-    import apache_beam as beam
+@dataclass
+class _Prepared:
+    """A validated invocation: its arguments, planned inputs and NER models."""
 
+    ns: argparse.Namespace
+    beam_args: list[str]
+    files: list
+    models: dict
+
+
+def _prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool = False) -> _Prepared:
+    """Plan the inputs and validate every option; raises UsageError. Writes nothing."""
     from pipelines.entities import check_models_installed
     from pipelines.options import parse_model_map
-    from pipelines.pipeline import SUMMARY_DIR, build_pipeline
     from pipelines.plan import UsageError, plan_inputs
+
+    ns = argparse.Namespace(**vars(ns))
+    try:
+        files = plan_inputs(ns.inputs, tuple(ns.exclude) if ns.exclude else _default_exclude())
+    except UsageError:
+        # watch: a folder that exists but holds nothing yet is fine.
+        if not (empty_folder_ok and all(FileSystems.get_scheme(i) is not None or os.path.isdir(i)
+                                        for i in ns.inputs)):
+            raise
+        files = []
+    _, nb = _beam_options(beam_args, ns, sum(max(f.size, 0) for f in files))
+    problems = nb.validate_newsbeam()
+    if problems:
+        raise UsageError("; ".join(problems))
+    models = parse_model_map(nb.spacy_model)
+    problems = check_models_installed(models)
+    if problems:
+        raise UsageError("; ".join(problems))
+    if ns.state_dir:
+        # Recorded in the state (HEAD, run.json): must not depend on the working directory.
+        for name in ("state_dir", "output"):
+            if FileSystems.get_scheme(getattr(ns, name)) is None:
+                setattr(ns, name, os.path.abspath(getattr(ns, name)))
+    return _Prepared(ns, beam_args, files, models)
+
+
+def _execute(prep: _Prepared, files: list, out_dir: str, final_output: str, started: float,
+             state_in: str | None = None, state_out: str | None = None, extra: dict | None = None) -> dict:
+    """Run the pipeline over ``files`` into ``out_dir`` (a staging folder) and
+    write its summary.json there; raises when the pipeline fails."""
+    import apache_beam as beam
+
+    from pipelines.pipeline import SUMMARY_DIR, build_pipeline
     from pipelines.records import load_schemas
 
-    started = time.time()
-    try:
-        ns = argv_ns
-        files = plan_inputs(ns.inputs, tuple(ns.exclude) if ns.exclude else _default_exclude())
-        total_bytes = sum(max(f.size, 0) for f in files)
-        options, nb = _beam_options(beam_args, ns, total_bytes)
-        problems = nb.validate_newsbeam()
-        if problems:
-            raise UsageError("; ".join(problems))
-        models = parse_model_map(nb.spacy_model)
-        problems = check_models_installed(models)
-        if problems:
-            raise UsageError("; ".join(problems))
-        _check_output_writable(nb.output)
-    except UsageError as e:
-        print(f"newsbeam: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-    _clear_previous_output(nb.output)
+    total_bytes = sum(max(f.size, 0) for f in files)
+    ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
+    options, nb = _beam_options(prep.beam_args, ns, total_bytes)
     schemas = load_schemas()
-    _LOG.warning("newsbeam: %d input files (%.1f MB) -> %s", len(files), total_bytes / 1e6, nb.output)
+    _LOG.warning("newsbeam: %d input files (%.1f MB) -> %s", len(files), total_bytes / 1e6, final_output)
     pipeline_started = time.time()
-    try:
-        p = beam.Pipeline(options=options)
-        build_pipeline(p, files, nb, schemas)
-        result = p.run()
-        result.wait_until_finish()
-    except Exception as e:
-        _LOG.exception("pipeline failed")
-        print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    p = beam.Pipeline(runner=make_runner(options), options=options)
+    build_pipeline(p, files, nb, schemas, state_in=state_in, state_out=state_out)
+    result = p.run()
+    result.wait_until_finish()
     pipeline_seconds = time.time() - pipeline_started
 
-    tallies, top = _read_summary_parts(nb.output)
+    tallies, top = _read_summary_parts(out_dir)
     summary = build_summary(tallies, top, len(files))
     summary.update({
-        "output": nb.output,
-        "versions": _versions(models),
-        "options": {k: v for k, v in sorted(options.get_all_options(drop_default=True).items())},
+        "output": final_output,
+        "versions": _versions(prep.models),
+        "options": {k: v for k, v in sorted({**options.get_all_options(drop_default=True),
+                                             "output": prep.ns.output}.items())},
         "timings": {"wall_seconds": round(time.time() - started, 3),
                     "pipeline_seconds": round(pipeline_seconds, 3),
                     "stage_seconds": stage_seconds(result)},
     })
-    FileSystems.delete([FileSystems.join(nb.output, SUMMARY_DIR)])
-    with FileSystems.create(FileSystems.join(nb.output, "summary.json")) as f:
+    summary.update(extra or {})
+    FileSystems.delete([FileSystems.join(out_dir, SUMMARY_DIR)])
+    with FileSystems.create(FileSystems.join(out_dir, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=False, default=str).encode("utf-8"))
+    return summary
+
+
+def _run_standalone(prep: _Prepared, started: float) -> int:
+    """No --state-dir: the run writes OUTPUT/.staging/<run-id>/ and swaps it into
+    OUTPUT/ only when it succeeded, so a failed or killed run leaves the
+    previous output whole."""
+    from pipelines.pipeline import SUMMARY_DIR
+    from pipelines.state import STAGING, new_run_id, publish_flat
+
+    output = prep.ns.output
+    staging = FileSystems.join(output, STAGING, new_run_id())
+    try:
+        summary = _execute(prep, prep.files, staging, output, started)
+    except Exception as e:
+        _LOG.exception("pipeline failed")
+        print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
+        _discard([staging])
+        return EXIT_FAILED
+    publish_flat(staging, output, always_replace=(*RECORD_FOLDERS, SUMMARY_DIR, "summary.json"))
+    _discard([FileSystems.join(output, STAGING)])  # what killed runs left behind
     print(format_summary(summary))
     return EXIT_OK
+
+
+def _discard(paths: list[str]) -> None:
+    try:
+        existing = [p for p in paths if FileSystems.exists(p)]
+        if existing:
+            FileSystems.delete(existing)
+    except Exception as e:  # cleaning up must not hide the real outcome
+        _LOG.warning("newsbeam: could not remove %s: %s", paths, e)
+
+
+def _run_incremental(prep: _Prepared, store, files: list, started: float, skip_empty: bool = False,
+                     hasher=None) -> int | None:
+    """One run against the state dir (the caller holds its lock): new and changed
+    files only, committed atomically. None when ``skip_empty`` and nothing is new."""
+    from pipelines.state import RUNS, STAGING, file_sha256, new_run_id, prune_runs, select_inputs
+
+    output = prep.ns.output
+    store.recover()
+    manifest = store.load_manifest()
+    selection = select_inputs(files, manifest, hasher or file_sha256)
+    if skip_empty and not selection.process:
+        return None
+    run_id = new_run_id()
+    state_in = store.state_in()
+    pending = store.begin(run_id, output)
+    extra = {"run_id": run_id, "incremental": {**selection.describe(), "state_dir": store.root}}
+    try:
+        summary = _execute(prep, selection.process, FileSystems.join(output, STAGING, run_id),
+                           FileSystems.join(output, RUNS, run_id), started, state_in, pending, extra)
+        store.write_manifest(run_id, manifest, selection)
+        store.commit(run_id, output)
+    except Exception as e:
+        _LOG.exception("pipeline failed")
+        print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
+        try:
+            store.abandon(run_id)
+        except Exception as cleanup:
+            _LOG.warning("newsbeam: run %s left files the next run removes: %s", run_id, cleanup)
+        return EXIT_FAILED
+    try:
+        store.roll_forward(run_id, output)
+        prune_runs(output, prep.ns.keep_runs)
+    except Exception as e:
+        _LOG.exception("publishing failed")
+        print(f"newsbeam: error: run {run_id} is committed but publishing it failed ({e}); "
+              "the next run finishes publishing it", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_summary(summary))
+    return EXIT_OK
+
+
+def _lock(prep: _Prepared, run_id: str):
+    from pipelines.plan import UsageError
+    from pipelines.state import LockHeld, StateLock
+
+    try:
+        return StateLock(prep.ns.state_dir, run_id, stale_after=prep.ns.lock_stale_after).acquire()
+    except LockHeld:
+        raise
+    except Exception as e:
+        raise UsageError(f"state dir {prep.ns.state_dir!r} is not usable: {e}") from e
+
+
+def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.plan import UsageError
+    from pipelines.state import LockHeld, StateStore, new_run_id
+
+    started = time.time()
+    try:
+        prep = _prepare(argv_ns, beam_args)
+        if not prep.ns.state_dir:
+            _check_output_writable(prep.ns.output)
+            return _run_standalone(prep, started)
+        lock = _lock(prep, new_run_id())
+    except UsageError as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except LockHeld as e:
+        print(f"newsbeam: {e}; not running (exit status {EXIT_LOCKED})", file=sys.stderr)
+        return EXIT_LOCKED
+    try:
+        _check_output_writable(prep.ns.output)
+        return _run_incremental(prep, StateStore(prep.ns.state_dir), prep.files, started)
+    except UsageError as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        lock.release()
+
+
+def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.plan import UsageError, plan_inputs
+    from pipelines.state import LockHeld, StateStore, new_run_id
+    from pipelines.watch import CachedHasher, StabilityFilter, StopSignals, watch_loop
+
+    try:
+        if not argv_ns.state_dir:
+            raise UsageError("watch needs --state-dir: it is what tells new files from processed ones")
+        if argv_ns.interval <= 0:
+            raise UsageError("--interval must be positive")
+        if argv_ns.max_failures <= 0:
+            raise UsageError("--max-failures must be positive")
+        prep = _prepare(argv_ns, beam_args, empty_folder_ok=True)
+        lock = _lock(prep, "watch-" + new_run_id())
+    except UsageError as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except LockHeld as e:
+        print(f"newsbeam: {e}; not watching (exit status {EXIT_LOCKED})", file=sys.stderr)
+        return EXIT_LOCKED
+
+    exclude = tuple(prep.ns.exclude) if prep.ns.exclude else _default_exclude()
+
+    def poll() -> list:
+        try:
+            return plan_inputs(prep.ns.inputs, exclude)
+        except UsageError:
+            return []  # nothing there (yet)
+
+    store = StateStore(prep.ns.state_dir)
+    hasher = CachedHasher()
+
+    def batch(files: list) -> int | None:
+        return _run_incremental(prep, store, files, time.time(), skip_empty=True, hasher=hasher.for_files(files))
+
+    signals = StopSignals().install()
+    try:
+        _check_output_writable(prep.ns.output)
+        _LOG.warning("newsbeam: watching %s every %gs (state %s); stop with SIGINT or SIGTERM",
+                     prep.ns.inputs[0], prep.ns.interval, prep.ns.state_dir)
+        return watch_loop(poll, batch, prep.ns.interval, signals, StabilityFilter(), prep.ns.max_failures)
+    except UsageError as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("newsbeam: stopped at once; the batch in progress was not committed", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signals.restore()
+        lock.release()
 
 
 def _default_exclude():
@@ -277,5 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if ns.command == "run":
         return run(ns, extra)
+    if ns.command == "watch":
+        return watch(ns, extra)
     parser.error(f"unknown command {ns.command}")
     return EXIT_USAGE

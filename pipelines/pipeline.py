@@ -4,28 +4,27 @@ extract-entities -> aggregate -> write. Nothing here but wiring."""
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.aggregate import AggregateEntities
+from pipelines.aggregate import COUNTS, CSV_NAME, AggregateEntities, TopEntities, WriteEntityCountsCsv
 from pipelines.clean import CleanArticles
 from pipelines.dedupe import DedupeArticles, ReadFingerprints, WriteFingerprints
 from pipelines.entities import ExtractEntities
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages
 from pipelines.read import InputFile, ReadArticles
+from pipelines.state import CumulativeCounts, RecordInputs
 from pipelines.write import WriteRecords
 
 __all__ = ["build_pipeline", "SUMMARY_DIR", "TOP_ENTITIES"]
 
 SUMMARY_DIR = "_summary"
 TOP_ENTITIES = 20
-
-_LOG = logging.getLogger("newsbeam")
 
 
 class ProgressFn(beam.DoFn):
@@ -37,15 +36,20 @@ class ProgressFn(beam.DoFn):
 
     def setup(self):
         self._count = 0
-        self._start = self._last = time.monotonic()
+        self._start = self._last = None
 
     def process(self, article):
         self._count += 1
         now = time.monotonic()
+        if self._start is None:  # model loading is not throughput
+            self._start = self._last = now
         if self._interval > 0 and now - self._last >= self._interval:
             self._last = now
             rate = self._count / max(now - self._start, 1e-9)
-            _LOG.warning("progress: %d articles annotated by worker %d (%.1f/s)", self._count, os.getpid(), rate)
+            # stderr rather than logging: local worker processes share the
+            # launcher's terminal, and logging would show each line twice.
+            print(f"newsbeam progress: {self._count} articles annotated by worker {os.getpid()} ({rate:.1f}/s)",
+                  file=sys.stderr, flush=True)
         yield article
 
 
@@ -62,12 +66,8 @@ def _count_keys(kind: str):
 def _top_entities(counts):
     return (
         counts
-        | "AllPeriod" >> beam.Filter(lambda c: c["period"] == "all")
-        | "ByEntity" >> beam.Map(lambda c: ((c["entity"], c["label"]), (c["mentions"], c["documents"])))
-        | "SumLanguages" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) or (0, 0))
-        | "Top" >> beam.combiners.Top.Of(TOP_ENTITIES, key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
-        | "TopJson" >> beam.Map(lambda top: json.dumps({"top_entities": [
-            {"entity": e, "label": lab, "mentions": m, "documents": d} for (e, lab), (m, d) in top]}))
+        | "TopEntities" >> TopEntities(TOP_ENTITIES)
+        | "TopJson" >> beam.Map(lambda top: json.dumps({"top_entities": top}))
     )
 
 
@@ -90,7 +90,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
         | "ExtractEntities" >> ExtractEntities(options.spacy_model, options.ner_batch_size)
         | "Progress" >> beam.ParDo(ProgressFn(options.progress_interval))
     )
-    counts = annotated | "Aggregate" >> AggregateEntities(options.period)
+    counts = (annotated | "Aggregate" >> AggregateEntities(options.period, options.allowed_lateness))[COUNTS]
     rejected = (read["rejected"], clean["rejected"], language["rejected"]) | "AllRejected" >> beam.Flatten()
 
     out = options.output
@@ -98,7 +98,10 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     deduped["duplicates"] | "WriteDuplicates" >> WriteRecords(out, "duplicates", schemas["duplicate"])
     rejected | "WriteRejected" >> WriteRecords(out, "rejected", schemas["rejected"])
     counts | "WriteEntityCounts" >> WriteRecords(out, "entity_counts", schemas["entity_count"])
+    counts | "WriteEntityCountsCsv" >> WriteEntityCountsCsv(FileSystems.join(out, CSV_NAME))
     if state_out:
+        counts | "CumulativeCounts" >> CumulativeCounts(state_in, state_out, schemas["entity_count"])
+        p | "RecordInputs" >> RecordInputs(files, state_out)
         deduped["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
 
     tallies = (
