@@ -80,7 +80,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     parts, published by the launcher only when the run succeeds.
     """
     read = p | "Read" >> ReadArticles(files, options.max_bytes)
-    clean = read["articles"] | "Clean" >> CleanArticles(options.min_words)
+    clean = read["articles"] | "Clean" >> CleanArticles(options.min_words, options.date_order)
     history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
     deduped = clean["articles"] | "Dedupe" >> DedupeArticles(options.near_dup_threshold, history=history)
     language = deduped["articles"] | "DetectLanguage" >> DetectLanguage(
