@@ -386,7 +386,7 @@ def _run_incremental(prep: _Prepared, store, files: list, started: float, skip_e
     try:
         summary = _execute(prep, selection.process, FileSystems.join(output, STAGING, run_id),
                            FileSystems.join(output, RUNS, run_id), started, state_in, pending, extra)
-        store.write_manifest(run_id, manifest, selection)
+        store.seal(run_id, manifest, selection)
         store.commit(run_id, output)
     except Exception as e:
         _LOG.exception("pipeline failed")

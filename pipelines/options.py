@@ -62,6 +62,13 @@ class NewsbeamOptions(PipelineOptions):
             help="Folder (local or FileSystems URL) holding state across runs: processed-input manifest, "
                  "dedupe history, cumulative counts. Without it every run stands alone.")
         group.add_argument(
+            "--keep-runs", dest="keep_runs", type=int, default=0,
+            help="With --state-dir: keep only the newest N run folders under OUTPUT/runs/ (default: 0, keep all).")
+        group.add_argument(
+            "--lock-stale-after", dest="lock_stale_after", type=float, default=900.0,
+            help="With a --state-dir on an object store: seconds without a heartbeat after which another "
+                 "run's lock is taken over (default: 900). Local locks are released by the kernel.")
+        group.add_argument(
             "--min-language-probability", dest="min_language_probability", type=float, default=None,
             help="Below this detector probability the language is 'und' (default: chosen from the "
                  "evaluation; see README).")
@@ -103,6 +110,10 @@ class NewsbeamOptions(PipelineOptions):
             problems.append("--min-language-probability must be in [0, 1]")
         if self.ner_batch_size <= 0:
             problems.append("--ner-batch-size must be positive")
+        if self.keep_runs < 0:
+            problems.append("--keep-runs must be zero or more")
+        if self.lock_stale_after <= 0:
+            problems.append("--lock-stale-after must be positive")
         try:
             parse_model_map(self.spacy_model)
         except ValueError as e:
