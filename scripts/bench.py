@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,8 @@ STAGE_OF_STEP = (
     ("Write", "write"),
 )
 MB = 1024 * 1024
+# Below this share of the cold run, "cold minus start-up" is measurement noise.
+STEADY_MIN_FRACTION = 0.1
 
 
 # ---------------------------------------------------------------- input ----
@@ -190,23 +193,33 @@ def newsbeam_command(inputs: Path, output: Path, beam_args: list[str]) -> list[s
 
 def run_newsbeam(inputs: Path, output: Path, beam_args: list[str], log: Path,
                  sample_interval: float) -> dict:
-    """Run ``newsbeam run`` as a child process; wall seconds, peak tree RSS, summary."""
+    """Run ``newsbeam run`` as a child process; wall and CPU seconds, peak tree RSS, summary."""
     env = dict(os.environ)
     # Beam's multi-process runner starts workers with the first python on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = newsbeam_command(inputs, output, beam_args)
     with open(log, "wb") as log_file:
+        cpu_before = children_cpu_seconds()
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         with PeakTreeRSS(proc.pid, sample_interval) as rss:
             status = proc.wait()
         seconds = time.perf_counter() - started
+        cpu = children_cpu_seconds() - cpu_before
     if status != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"newsbeam run exited with {status}: {' '.join(cmd)}\n{tail}")
     summary_path = find_summary(output)
-    return {"seconds": seconds, "peak_rss": rss.peak, "summary_path": summary_path,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss": rss.peak, "summary_path": summary_path,
             "summary": json.loads(summary_path.read_text(encoding="utf-8"))}
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of every finished descendant so far. Beam's launcher waits
+    for its worker processes, so a finished run's whole tree is in it; CPU time,
+    unlike wall time, hardly changes when others load the machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def find_summary(output: Path) -> Path:
@@ -268,6 +281,8 @@ def run_ceiling(texts: dict[str, list[str]], workers: int, batch_size: int, samp
     load_seconds = time.perf_counter() - load_started
     entities = 0
     with PeakTreeRSS(os.getpid(), sample_interval) as rss:
+        # This thread's CPU (not the sampler's) plus the pipe's worker processes.
+        cpu_before = time.thread_time() + children_cpu_seconds()
         started = time.perf_counter()
         for package, package_texts in texts.items():
             kwargs = {"batch_size": batch_size}
@@ -276,7 +291,9 @@ def run_ceiling(texts: dict[str, list[str]], workers: int, batch_size: int, samp
             for doc in models[package].pipe(package_texts, **kwargs):
                 entities += len(doc.ents)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "load_seconds": load_seconds, "peak_rss": rss.peak, "entities": entities}
+        cpu = time.thread_time() + children_cpu_seconds() - cpu_before
+    return {"seconds": seconds, "cpu_seconds": cpu, "load_seconds": load_seconds, "peak_rss": rss.peak,
+            "entities": entities}
 
 
 # -------------------------------------------------------------- figures ----
@@ -299,11 +316,20 @@ def figures(*, scale: int, limit: int | None, workers: int, articles_in: int, te
     words = sum(word_count(t) for t in texts.values())
     cold = full["seconds"]
     # The start-up run processes a few articles too; that work is noise next to
-    # the fixed cost it measures.
-    steady = max(cold - startup["seconds"], 1e-9)
+    # the fixed cost it measures. When the fixed cost is (nearly) all of the
+    # run, the difference is noise and no steady-state figure is given.
+    steady = cold - startup["seconds"]
+    measurable = steady > STEADY_MIN_FRACTION * cold
     summary = full["summary"]
     stage_seconds = (summary.get("timings") or {}).get("stage_seconds") or {}
     ceiling_wps = words / max(ceiling["seconds"], 1e-9)
+
+    cpu_steady = full["cpu_seconds"] - startup["cpu_seconds"]
+    cpu_measurable = cpu_steady > STEADY_MIN_FRACTION * full["cpu_seconds"]
+
+    def per_steady_second(amount, digits):
+        return round(amount / steady, digits) if measurable else None
+
     return {
         "scale": scale,
         "limit": limit,
@@ -313,15 +339,20 @@ def figures(*, scale: int, limit: int | None, workers: int, articles_in: int, te
         "words": words,
         "seconds_cold": round(cold, 3),
         "seconds_startup": round(startup["seconds"], 3),
-        "seconds_steady": round(steady, 3),
+        "seconds_steady": round(steady, 3) if measurable else None,
         "ceiling_seconds": round(ceiling["seconds"], 3),
-        "articles_per_second": round(articles_in / steady, 2),
+        "articles_per_second": per_steady_second(articles_in, 2),
         "articles_per_second_cold": round(articles_in / cold, 2),
-        "words_per_second": round(words / steady, 1),
+        "words_per_second": per_steady_second(words, 1),
         "words_per_second_cold": round(words / cold, 1),
         "ceiling_words_per_second": round(ceiling_wps, 1),
-        "ratio": round(words / steady / ceiling_wps, 3),
+        "ratio": round(words / steady / ceiling_wps, 3) if measurable else None,
         "ratio_cold": round(words / cold / ceiling_wps, 3),
+        "cpu_seconds_cold": round(full["cpu_seconds"], 2),
+        "cpu_seconds_startup": round(startup["cpu_seconds"], 2),
+        "cpu_seconds_steady": round(cpu_steady, 2) if cpu_measurable else None,
+        "ceiling_cpu_seconds": round(ceiling["cpu_seconds"], 2),
+        "ratio_cpu": round(ceiling["cpu_seconds"] / cpu_steady, 3) if cpu_measurable else None,
         "peak_rss_mb": round(full["peak_rss"] / MB, 1),
         "ceiling_peak_rss_mb": round(ceiling["peak_rss"] / MB, 1),
         "stage_shares": stage_shares(stage_seconds),
@@ -338,10 +369,15 @@ def format_report(f: dict) -> str:
         f"  {f['words_per_second_cold']:10.1f} words/s",
         f"  start-up          {f['seconds_startup']:8.2f} s   (newsbeam run on a few articles)",
         f"  steady state      {f['seconds_steady']:8.2f} s   {f['articles_per_second']:8.2f} articles/s "
-        f"  {f['words_per_second']:10.1f} words/s",
+        f"  {f['words_per_second']:10.1f} words/s" if f["ratio"] is not None else
+        "  steady state      not measurable: start-up is nearly the whole run (use more articles)",
         f"ceiling nlp.pipe    {f['ceiling_seconds']:8.2f} s   {'':>8}              "
         f"{f['ceiling_words_per_second']:10.1f} words/s",
-        f"ratio pipeline/ceiling: {f['ratio']:.3f} steady state, {f['ratio_cold']:.3f} cold (target >= 0.8)",
+        "ratio pipeline/ceiling: " + (f"{f['ratio']:.3f} steady state, " if f["ratio"] is not None else "")
+        + f"{f['ratio_cold']:.3f} cold (target >= 0.8)",
+        "ratio by CPU seconds, ceiling/pipeline steady state (less sensitive to other load on the machine): "
+        + (f"{f['ratio_cpu']:.3f}" if f["ratio_cpu"] is not None else "not measurable")
+        + f" ({f['ceiling_cpu_seconds']:.1f} s / {f['cpu_seconds_cold']:.1f} - {f['cpu_seconds_startup']:.1f} s)",
         f"peak RSS, newsbeam process tree: {f['peak_rss_mb']:.0f} MB (ceiling: {f['ceiling_peak_rss_mb']:.0f} MB)",
         "stage time shares (Beam execution-time counters, worker seconds):",
     ]

@@ -121,18 +121,31 @@ def test_stage_shares_group_steps_into_stages():
 
 def test_figures_compare_the_run_with_the_ceiling_on_the_same_words():
     texts = {"en_model": ["A title", "one two three four five six seven eight"] * 5}  # 50 words, 5 articles
-    full = {"seconds": 12.0, "peak_rss": 300 * bench.MB,
+    full = {"seconds": 12.0, "cpu_seconds": 22.0, "peak_rss": 300 * bench.MB,
             "summary": {"timings": {"stage_seconds": {"ExtractEntities": 3.0, "Clean": 1.0}}}}
     f = bench.figures(scale=2, limit=None, workers=2, articles_in=6, texts=texts, full=full,
-                      startup={"seconds": 7.0}, ceiling={"seconds": 4.0, "peak_rss": 100 * bench.MB})
+                      startup={"seconds": 7.0, "cpu_seconds": 12.0},
+                      ceiling={"seconds": 4.0, "cpu_seconds": 7.5, "peak_rss": 100 * bench.MB})
     assert (f["words"], f["articles_annotated"], f["seconds_steady"]) == (50, 5, 5.0)
     assert f["words_per_second"] == 10.0 and f["ceiling_words_per_second"] == 12.5
     assert f["ratio"] == 0.8 and f["ratio_cold"] == pytest.approx(4 / 12, abs=1e-3)
     assert f["articles_per_second"] == 1.2 and f["peak_rss_mb"] == 300.0
+    assert f["cpu_seconds_steady"] == 10.0 and f["ratio_cpu"] == 0.75
     assert f["stage_shares"] == {"entities": 0.75, "clean": 0.25}
     assert {"ratio", "articles_per_second", "words_per_second", "ceiling_words_per_second", "peak_rss_mb",
             "scale"} <= set(f)
     assert "ratio pipeline/ceiling: 0.800" in bench.format_report(f)
+
+
+def test_figures_give_no_steady_state_when_start_up_is_the_whole_run():
+    full = {"seconds": 10.0, "cpu_seconds": 9.0, "peak_rss": 0, "summary": {}}
+    f = bench.figures(scale=1, limit=4, workers=1, articles_in=4, texts={"m": ["t", "one two"] * 4}, full=full,
+                      startup={"seconds": 10.5, "cpu_seconds": 9.5},
+                      ceiling={"seconds": 1.0, "cpu_seconds": 1.0, "peak_rss": 0})
+    assert f["ratio"] is None and f["seconds_steady"] is None and f["words_per_second"] is None
+    assert f["ratio_cpu"] is None
+    assert f["ratio_cold"] == 0.1
+    assert "not measurable" in bench.format_report(f)
 
 
 @pytest.mark.parametrize("options, expected", [
