@@ -30,17 +30,20 @@ Windows, so the same transform runs in streaming
 
 Late articles beyond the allowed lateness
     Beam's GroupByKey drops them without a metric, and no DoFn can read the
-    watermark, so they are counted by reconciliation (unbounded inputs only;
-    a bounded input has no late data). Per period, a stateful DoFn in the
-    global window receives one mark per dated article sent to the windowed
-    count, plus the number of articles each pane of that count included (the
-    same windowing and trigger). An event-time timer at the period's end plus
-    the lateness fires when the watermark has passed the point after which the
-    GroupByKey drops the period's data; then ``sent - included`` is exactly what
-    was dropped, and it goes to the counter ``aggregate:articles_beyond_lateness``.
-    Marks arriving after that instant were dropped too, and are counted as
-    they come. Exact when watermarks travel in order with the data (Flink, the
-    direct runner), as Beam's model prescribes.
+    watermark, so they are counted by reconciliation (unbounded inputs only: a
+    bounded input has no late data). Per period, a stateful DoFn in the global
+    window receives one mark per dated article sent to the windowed count and,
+    from a count of articles per window with the same windowing, the number
+    each pane included. Its event-time timer at the period's end plus the
+    lateness fires once the watermark is past the point after which the
+    GroupByKey drops the period's data; ``sent - included`` is then what was
+    dropped: it goes to the counter ``aggregate:articles_beyond_lateness`` and,
+    as ``{'period', 'articles'}``, to the ``beyond_lateness`` output. Marks
+    that come later find the state cleared and a timer already due, and are
+    counted the same way, so a period first seen after its lateness is counted
+    too. ``all`` and ``unknown`` never drop anything. The argument holds when
+    a stage receives the data sent before a watermark ahead of that watermark
+    (Flink's in-band watermarks, the direct runner); other runners not checked.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ __all__ = [
     "TopEntities",
     "WriteEntityCountsCsv",
     "csv_bytes",
+    "csv_row",
     "event_time_micros",
     "period_label",
     "period_of",
@@ -93,10 +97,13 @@ _HOUR = 3600
 _DAY = 24 * _HOUR
 # 1970-01-01 was a Thursday: weeks (Monday 00:00 UTC) start four days after the epoch.
 _WEEK_OFFSET = 4 * _DAY
+_FIRST_YEAR, _LAST_YEAR = 1000, 9998
 
 
 def event_time_micros(published: str | None) -> int | None:
-    """Microseconds since the epoch (UTC) of an ISO-8601 time; None when absent or unreadable."""
+    """Microseconds since the epoch (UTC) of an ISO-8601 time; None when absent,
+    unreadable, or outside the years 1000-9998 (no news article is; and every
+    period around the time must be a date Python can represent)."""
     if not published:
         return None
     try:
@@ -105,6 +112,8 @@ def event_time_micros(published: str | None) -> int | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
+        return None
     return (parsed - _EPOCH) // datetime.timedelta(microseconds=1)
 
 
@@ -156,7 +165,7 @@ def period_label(start_micros: int, period: str) -> str:
     """The label of the period starting at ``start_micros`` (a window start)."""
     t = _utc(start_micros)
     if period == "hour":
-        return t.strftime("%Y-%m-%dT%H")
+        return f"{t.date().isoformat()}T{t.hour:02d}"
     if period == "day":
         return t.date().isoformat()
     if period == "week":
@@ -371,19 +380,23 @@ class AggregateEntities(beam.PTransform):
         )
 
 
-def csv_sort_key(record: dict) -> tuple:
-    """Mentions descending, then documents descending, then names; 'all' first among equals."""
-    return (-record["mentions"], -record["documents"], record["entity"], record["label"], record["language"],
-            record["period"] != ALL, record["period"])
+def csv_row(record: dict) -> tuple:
+    return tuple(record[c] for c in CSV_COLUMNS)
 
 
-def csv_bytes(records) -> bytes:
-    """The CSV file for ``records``: UTF-8, header, sorted by ``csv_sort_key`` — same records, same bytes."""
+def _csv_order(row: tuple) -> tuple:
+    entity, label, language, period, mentions, documents = row
+    return -mentions, -documents, entity, label, language, period != ALL, period
+
+
+def csv_bytes(rows) -> bytes:
+    """The CSV file for ``rows`` (``csv_row`` tuples): UTF-8, header, mentions then
+    documents descending, then entity, label, language, period ('all' first) —
+    same rows, same bytes."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for record in sorted(records, key=csv_sort_key):
-        writer.writerow([record[c] for c in CSV_COLUMNS])
+    writer.writerows(sorted(rows, key=_csv_order))
     return out.getvalue().encode("utf-8")
 
 
@@ -391,19 +404,20 @@ class _WriteCsvFn(beam.DoFn):
     def __init__(self, path: str):
         self._path = path
 
-    def process(self, records):
+    def process(self, rows):
         # One file from one globally sorted list; a retried bundle rewrites the same bytes.
         with FileSystems.create(self._path, mime_type="text/csv") as f:
-            f.write(csv_bytes(records))
-        Metrics.counter(STAGE, "csv_rows").inc(len(records))
+            f.write(csv_bytes(rows))
+        Metrics.counter(STAGE, "csv_rows").inc(len(rows))
         yield self._path
 
 
 class WriteEntityCountsCsv(beam.PTransform):
     """Entity count records -> one sorted CSV file at ``path`` (batch: the global window).
 
-    The rows are gathered on one worker to sort them: the table holds one row
-    per entity, language and period, far smaller than the articles."""
+    The rows are gathered on one worker to sort them (as tuples): the table
+    holds one row per entity, label, language and period, far smaller than the
+    articles. For a streaming pipeline, write the Avro records instead."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -414,6 +428,7 @@ class WriteEntityCountsCsv(beam.PTransform):
     def expand(self, records):
         return (
             records
+            | "Rows" >> beam.Map(csv_row)
             | "Gather" >> beam.combiners.ToList()
             | "WriteCsv" >> beam.ParDo(_WriteCsvFn(self._path))
         )
