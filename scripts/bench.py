@@ -138,20 +138,25 @@ def build_input(sources: list[Path], scale: int, dest: Path, root: Path) -> list
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    return sum(tree_rss_parts(pid))
+
+
+def tree_rss_parts(pid: int) -> tuple[int, int]:
+    """(resident bytes of the process, of all its descendants together)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        children = root.children(recursive=True)
     except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
+        return 0, 0
+    sizes = []
+    for proc in (root, *children):
         try:
-            total += proc.memory_info().rss
+            sizes.append(proc.memory_info().rss)
         except psutil.Error:
-            pass  # exited between listing and reading
-    return total
+            sizes.append(0)  # exited between listing and reading
+    return sizes[0], sum(sizes[1:])
 
 
 class PeakTreeRSS:
@@ -167,11 +172,16 @@ class PeakTreeRSS:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.peak = 0
+        self.peak_root = 0
+        self.peak_descendants = 0
         self.samples = 0
 
     def _run(self):
         while True:
-            self.peak = max(self.peak, tree_rss(self._pid))
+            root, descendants = tree_rss_parts(self._pid)
+            self.peak = max(self.peak, root + descendants)
+            self.peak_root = max(self.peak_root, root)
+            self.peak_descendants = max(self.peak_descendants, descendants)
             self.samples += 1
             if self._stop.wait(self._interval):
                 return
@@ -210,7 +220,8 @@ def run_newsbeam(inputs: Path, output: Path, beam_args: list[str], log: Path,
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"newsbeam run exited with {status}: {' '.join(cmd)}\n{tail}")
     summary_path = find_summary(output)
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss": rss.peak, "summary_path": summary_path,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss": rss.peak, "peak_rss_launcher": rss.peak_root,
+            "peak_rss_workers": rss.peak_descendants, "summary_path": summary_path,
             "summary": json.loads(summary_path.read_text(encoding="utf-8"))}
 
 
@@ -354,6 +365,8 @@ def figures(*, scale: int, limit: int | None, workers: int, articles_in: int, te
         "ceiling_cpu_seconds": round(ceiling["cpu_seconds"], 2),
         "ratio_cpu": round(ceiling["cpu_seconds"] / cpu_steady, 3) if cpu_measurable else None,
         "peak_rss_mb": round(full["peak_rss"] / MB, 1),
+        "peak_rss_launcher_mb": round(full.get("peak_rss_launcher", 0) / MB, 1),
+        "peak_rss_workers_mb": round(full.get("peak_rss_workers", 0) / MB, 1),
         "ceiling_peak_rss_mb": round(ceiling["peak_rss"] / MB, 1),
         "stage_shares": stage_shares(stage_seconds),
         "stage_seconds": stage_seconds,
@@ -378,7 +391,9 @@ def format_report(f: dict) -> str:
         "ratio by CPU seconds, ceiling/pipeline steady state (less sensitive to other load on the machine): "
         + (f"{f['ratio_cpu']:.3f}" if f["ratio_cpu"] is not None else "not measurable")
         + f" ({f['ceiling_cpu_seconds']:.1f} s / {f['cpu_seconds_cold']:.1f} - {f['cpu_seconds_startup']:.1f} s)",
-        f"peak RSS, newsbeam process tree: {f['peak_rss_mb']:.0f} MB (ceiling: {f['ceiling_peak_rss_mb']:.0f} MB)",
+        f"peak RSS, newsbeam process tree: {f['peak_rss_mb']:.0f} MB (peaks apart: launcher "
+        f"{f['peak_rss_launcher_mb']:.0f} MB, worker processes together {f['peak_rss_workers_mb']:.0f} MB; "
+        f"ceiling: {f['ceiling_peak_rss_mb']:.0f} MB)",
         "stage time shares (Beam execution-time counters, worker seconds):",
     ]
     for stage, share in f["stage_shares"].items():
