@@ -341,30 +341,24 @@ def _run_standalone(prep: _Prepared, started: float) -> int:
     OUTPUT/ only when it succeeded, so a failed or killed run leaves the
     previous output whole."""
     from pipelines.pipeline import SUMMARY_DIR
-    from pipelines.state import STAGING, new_run_id, publish_flat
+    from pipelines.state import STAGING, discard_staging, new_run_id, publish_flat
 
-    output = prep.ns.output
-    staging = FileSystems.join(output, STAGING, new_run_id())
+    output, run_id = prep.ns.output, new_run_id()
+    staging = FileSystems.join(output, STAGING, run_id)
     try:
         summary = _execute(prep, prep.files, staging, output, started)
     except Exception as e:
         _LOG.exception("pipeline failed")
         print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
-        _discard([staging])
+        try:
+            discard_staging(output, run_id)
+        except Exception as cleanup:  # cleaning up must not hide the real outcome
+            _LOG.warning("newsbeam: could not remove %s: %s", staging, cleanup)
         return EXIT_FAILED
     publish_flat(staging, output, always_replace=(*RECORD_FOLDERS, SUMMARY_DIR, "summary.json"))
-    _discard([FileSystems.join(output, STAGING)])  # what killed runs left behind
+    discard_staging(output)  # what killed runs left behind
     print(format_summary(summary))
     return EXIT_OK
-
-
-def _discard(paths: list[str]) -> None:
-    try:
-        existing = [p for p in paths if FileSystems.exists(p)]
-        if existing:
-            FileSystems.delete(existing)
-    except Exception as e:  # cleaning up must not hide the real outcome
-        _LOG.warning("newsbeam: could not remove %s: %s", paths, e)
 
 
 def _run_incremental(prep: _Prepared, store, files: list, started: float, skip_empty: bool = False,

@@ -74,6 +74,7 @@ __all__ = [
     "Selection",
     "StateLock",
     "StateStore",
+    "discard_staging",
     "file_sha256",
     "merge_counts",
     "move_tree",
@@ -258,6 +259,13 @@ def _remove_empty_local_dir(path: str) -> None:
             os.rmdir(path)
         except OSError:
             pass
+
+
+def discard_staging(output: str, run_id: str | None = None) -> None:
+    """Delete one run's staging folder (all of them when ``run_id`` is None)."""
+    staging = FileSystems.join(output, STAGING)
+    _delete([FileSystems.join(staging, run_id) if run_id else staging])
+    _remove_empty_local_dir(staging)
 
 
 def _run_ids(output: str) -> list[str]:
@@ -728,9 +736,7 @@ class StateStore:
         """Forget an uncommitted run: its pending state and its staging output."""
         info = read_text(FileSystems.join(self.pending(run_id), RUN_JSON))
         if info:
-            output = json.loads(info)["output"]
-            _delete([FileSystems.join(output, STAGING, run_id)])
-            _remove_empty_local_dir(FileSystems.join(output, STAGING))
+            discard_staging(json.loads(info)["output"], run_id)
         _delete([self.pending(run_id)])
         _remove_empty_local_dir(FileSystems.join(self.root, PENDING))
 
