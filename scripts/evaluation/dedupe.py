@@ -101,7 +101,7 @@ def run_stage(data: Path, threshold: float, workers: int) -> tuple[list[dict], l
         options["direct_running_mode"] = "multi_processing"
     with tempfile.TemporaryDirectory(prefix="newsbeam-eval-dedupe-") as tmp:
         start = time.monotonic()
-        with beam.Pipeline(options=PipelineOptions(**options)) as p:
+        with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as p:
             read = p | "Read" >> ReadArticles(files, 10 * 1024 * 1024)
             clean = read["articles"] | "Clean" >> CleanArticles()
             deduped = clean["articles"] | "Dedupe" >> DedupeArticles(threshold)
