@@ -47,7 +47,8 @@ def test_bad_inputs_are_quarantined_and_accounted(tmp_path):
     body = "Paragraph with enough words to pass the minimum length of a real article. " * 3
     (inp / "good.txt").write_text("A good headline\n\n" + body)
     (inp / "copy.txt").write_text("A good headline\n\n" + body)
-    other = "Le caf\u00e9 na\u00efve served cr\u00e8me br\u00fbl\u00e9e to every guest who came to the opening night. " * 2
+    other = ("Le caf\u00e9 na\u00efve served cr\u00e8me br\u00fbl\u00e9e to every guest who came to the opening "
+             "night. ") * 2
     (inp / "latin1.txt").write_bytes(("Caf\u00e9 headline\n\n" + other).encode("cp1252"))
     (inp / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
     (inp / "empty.txt").write_text("")
