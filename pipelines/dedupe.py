@@ -229,7 +229,9 @@ def band_keys(shingles: np.ndarray, bands: int, rows: int) -> list[bytes]:
     """One LSH bucket key per band: band number + that band's MinHash values."""
     if not len(shingles):
         return []
-    signature = minhash_signature(shingles, max(NUM_PERM, bands * rows)).astype("<u4")
+    if bands * rows > NUM_PERM:
+        raise ValueError(f"{bands} bands of {rows} rows need more than {NUM_PERM} MinHash values")
+    signature = minhash_signature(shingles).astype("<u4")
     return [bytes([i]) + signature[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]
 
 
@@ -246,6 +248,8 @@ def bucket_pairs(members: Iterable[tuple], cap: int = DEFAULT_BUCKET_CAP) -> tup
     bucket's first member in keep order only, reading ``members`` twice more
     instead of holding it (Beam's grouped values can be re-iterated).
     """
+    if iter(members) is members:  # a one-shot iterator cannot be read again
+        members = list(members)
     head = list(itertools.islice(members, cap + 1))
     if len(head) <= cap:
         head.sort()

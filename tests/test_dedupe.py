@@ -142,6 +142,13 @@ def test_oversized_bucket_pairs_every_member_with_its_first_only():
     assert sorted(pairs) == [(first, m) for m in sorted(members) if m != first]
 
 
+def test_oversized_bucket_reads_a_one_shot_iterator_correctly():
+    members = [_node(f"n{i}") for i in (5, 3, 9, 1, 7)]
+    oversized, pairs = bucket_pairs(iter(members), cap=2)
+    assert oversized
+    assert sorted(pairs) == [(_node("n1"), m) for m in sorted(members)[1:]]
+
+
 def test_near_chain_resolves_greedily_in_keep_order():
     a, b, c = _node("a", published="2024-01-01"), _node("b", published="2024-01-02"), _node("c")
     # A~B, B~C, A not ~C: B folds into A; C's only match is a duplicate, so C is kept.
@@ -291,6 +298,17 @@ def test_history_across_runs(test_pipeline, tmp_path):
             ("near", "old", "near", round(sim(text(BASE), text(CHAIN_B)), 6)),
         ]), label="dups")
         assert_that(ids(out["fingerprints"], "FpIds"), equal_to(["new"]), label="fingerprints")
+
+
+def test_history_of_another_shingle_scheme_is_used_for_exact_matching_only(test_pipeline):
+    old = {**fingerprint(fix_hashes([art("old", BASE, "2024-05-01")])[0]), "shingle_scheme": "chars3-md5"}
+    arts = fix_hashes([art("exact", BASE), art("near", CHAIN_B)])
+    with test_pipeline() as p:
+        history = p | "History" >> beam.Create([old])
+        out = p | "Articles" >> beam.Create(arts) | DedupeArticles(0.8, history=history)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["near"]), label="kept")
+        assert_that(dup_tuples(out["duplicates"], "DupTuples"), equal_to([("exact", "old", "exact", 1.0)]),
+                    label="dups")
 
 
 def test_absent_history_folder_is_an_empty_history(test_pipeline, tmp_path):
