@@ -238,7 +238,7 @@ def test_dedupe_exact_near_chain_ties(test_pipeline):
 @pytest.mark.parametrize("seed, options", [
     (1, {}),
     (2, {"direct_num_workers": 2, "direct_running_mode": "multi_threading"}),
-    (3, {}),
+    (3, {"runner": "BundleBasedDirectRunner"}),
 ])
 def test_dedupe_output_does_not_depend_on_input_order_or_workers(test_pipeline, seed, options):
     articles = fix_hashes(corpus())
