@@ -189,12 +189,16 @@ def build_summary(tallies: list[dict], top: list[dict], files: int) -> dict:
     duplicates = {t["key"]: t["count"] for t in tallies if t["kind"] == "duplicates"}
     rejected = {t["key"]: t["count"] for t in tallies if t["kind"] == "rejected"}
     languages = {t["key"]: t["count"] for t in tallies if t["kind"] == "articles"}
+    no_model = {t["key"].split(":", 1)[1]: t["count"] for t in tallies
+                if t["kind"] == "entities" and t["key"].startswith("no_model:")}
     return {
         "inputs": {"files": files, "records": articles + sum(duplicates.values()) + sum(rejected.values())},
         "articles": articles,
         "duplicates": {"total": sum(duplicates.values()), **dict(sorted(duplicates.items()))},
         "rejected": {"total": sum(rejected.values()), **dict(sorted(rejected.items()))},
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "entities": {"articles_without_model": sum(no_model.values()),
+                     "without_model_by_language": dict(sorted(no_model.items()))},
         "top_entities": top,
     }
 
@@ -213,6 +217,10 @@ def format_summary(summary: dict) -> str:
             lines.append(f"    {reason}: {n}")
     langs = ", ".join(f"{k} {v}" for k, v in summary["languages"].items()) or "-"
     lines.append(f"  languages:     {langs}")
+    no_model = summary.get("entities", {}).get("without_model_by_language")
+    if no_model:
+        lines.append("  no NER model:  " + ", ".join(f"{k} {v}" for k, v in no_model.items())
+                     + " (articles kept without entities; see --spacy-model)")
     lines.append("  top entities:")
     for e in summary["top_entities"]:
         lines.append(f"    {e['mentions']:>6}  {e['entity']} ({e['label']}, {e['documents']} articles)")

