@@ -69,7 +69,9 @@ def _build_parser():
     run = sub.add_parser(
         "run", help="process input files once and write the output folder",
         description="Read articles from files, folders (recursively) and globs; write "
-                    "OUTPUT/{articles,duplicates,rejected,entity_counts}/*.avro and OUTPUT/summary.json.",
+                    "OUTPUT/{articles,duplicates,rejected,entity_counts}/*.avro and OUTPUT/summary.json. "
+                    "With --state-dir, read only new and changed files and write OUTPUT/runs/<run-id>/ "
+                    "(OUTPUT/latest names the newest).",
         epilog=BEAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz), "

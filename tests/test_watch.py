@@ -98,7 +98,7 @@ def wait_for(condition, proc, timeout=600):
 
 
 @pytest.mark.slow
-def test_watch_picks_up_a_file_added_while_it_runs_and_exits_on_sigterm(tmp_path):
+def test_watch_picks_up_a_file_added_while_it_runs_and_stops_after_the_batch_on_sigterm(tmp_path):
     inp, out, state = tmp_path / "in", tmp_path / "out", tmp_path / "state"
     inp.mkdir()
     shutil.copyfile(SEED, inp / "a.txt")
@@ -112,16 +112,17 @@ def test_watch_picks_up_a_file_added_while_it_runs_and_exits_on_sigterm(tmp_path
         (inp / ".b.txt.part").write_text("Floods in Lisbon\n\n" + " ".join(
             ["Heavy rain flooded streets across Lisbon on Sunday and trains to Porto were cancelled."] * 4))
         (inp / ".b.txt.part").rename(inp / "b.txt")
-        wait_for(lambda: (out / "latest").read_text().strip() != first, proc)
-        second = (out / "latest").read_text().strip()
+        wait_for(lambda: any((out / ".staging").rglob("*.*")), proc)  # the second batch is running
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=300)
+        output, _ = proc.communicate(timeout=600)
+        second = (out / "latest").read_text().strip()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, output
     assert "SIGTERM received" in output and "watch stopped after 2 batches" in output
+    assert second != first, "the batch running when SIGTERM came was finished and committed"
     assert [a["source"].rsplit("/", 1)[-1] for a in read_output(out / "runs" / first)["articles"]] == ["a.txt"]
     assert [a["source"].rsplit("/", 1)[-1] for a in read_output(out / "runs" / second)["articles"]] == ["b.txt"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([first, second]), "no empty batches"
