@@ -41,6 +41,7 @@ __all__ = [
     "CleanArticles",
     "CleanBody",
     "DATE_ORDERS",
+    "FTFY_OPTIONS",
     "LINE_RULES",
     "RULE_NAMES",
     "TRAFILATURA_OPTIONS",
@@ -85,7 +86,7 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]
 # than one pass; every pass that changes something shortens the text, so this
 # bound is only a safety net.
 _MAX_REPAIR_PASSES = 8
-_FTFY_OPTIONS = {
+FTFY_OPTIONS = {
     # Entities are decoded above, more conservatively than ftfy's "auto".
     "unescape_html": False,
     # Typographic quotes and full-width CJK punctuation are the source's text,
@@ -146,7 +147,7 @@ def _fix_encoding(text: str) -> str:
         return text
     import ftfy
 
-    return ftfy.fix_text(text, **_FTFY_OPTIONS)
+    return ftfy.fix_text(text, **FTFY_OPTIONS)
 
 
 def repair_text(text: str) -> str:
@@ -375,9 +376,10 @@ DATE_WORDS = frozenset({
     "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "am", "pm", "a", "p", "m", "at",
     "on", "of", "the", "st", "nd", "rd", "th", "h", "t", "z",
 }) | frozenset(name.lower() for name in TIMEZONES)
-# A caption longer than this is more likely an uncaptioned photo's neighbour
-# paragraph than a caption.
+# Longest line taken as the caption of the credit after it: when the page
+# repeats the line (as it repeats captions), and when it does not.
 CAPTION_MAX_WORDS = 60
+CAPTION_MAX_SINGLE_WORDS = 30
 # Short lines recur legitimately (list items, "See it now: Amazon" under each
 # product); only a repeat at least this long is a scraping duplicate.
 REPEAT_MIN_WORDS = 8
@@ -583,10 +585,14 @@ def _key(line: str) -> str:
     return normalise_for_hash(line)
 
 
-def _could_be_caption(line: str) -> bool:
+def _could_be_caption(line: str, repeated: bool) -> bool:
     # A parenthesised line before "© Reuters" is the wire's "(Reporting by ...)"
     # trailer, not a caption.
-    return len(line.split()) <= CAPTION_MAX_WORDS and not (line[:1] in "([" and line[-1:] in ")]")
+    if line[:1] in "([" and line[-1:] in ")]":
+        return False
+    # A long line signed by a credit is more likely the paragraph next to an
+    # uncaptioned photo, unless the page repeats it the way it repeats captions.
+    return len(line.split()) <= (CAPTION_MAX_WORDS if repeated else CAPTION_MAX_SINGLE_WORDS)
 
 
 def _author_names(author: str) -> set[str]:
@@ -611,7 +617,8 @@ def clean_body(text: str, title: str | None = None, author: str | None = None,
     repeating either is removed); the author found in a byline is returned
     only when ``author`` is not given.
     """
-    lines = repair_text(text).split("\n") if text else []
+    repaired = repair_text(text) if text else ""
+    lines = repaired.split("\n") if repaired else []
     n = len(lines)
     kinds: list[str | None] = [None] * n
     rules: list[str | None] = [None] * n
@@ -659,6 +666,7 @@ def clean_body(text: str, title: str | None = None, author: str | None = None,
 
     # Captions: the line signed by a credit, then every repeat of it.
     caption_keys: dict[str, int] = {}
+    key_counts = Counter(keys)
     for i in range(n):
         if kinds[i] == "caption":
             caption_keys.setdefault(_key(matches[i].group("caption")), i)
@@ -666,7 +674,7 @@ def clean_body(text: str, title: str | None = None, author: str | None = None,
             j = i - 1
             while j >= 0 and kinds[j] == "credit":
                 j -= 1
-            if j >= 0 and kinds[j] is None and _could_be_caption(lines[j]):
+            if j >= 0 and kinds[j] is None and _could_be_caption(lines[j], key_counts[keys[j]] > 1):
                 caption_keys.setdefault(keys[j], j)
     caption_keys.pop("", None)
     captions: dict[str, str] = {}
@@ -818,8 +826,18 @@ def clean_article(raw: dict, min_words: int = 20, date_order: str = "DMY") -> di
     return clean_article_explained(raw, min_words, date_order)[0]
 
 
+def _check_arguments(min_words: int, date_order: str) -> None:
+    if min_words < 0:
+        raise ValueError("min_words must be zero or more")
+    if date_order not in DATE_ORDERS:
+        raise ValueError(f"date_order must be one of {DATE_ORDERS}, got {date_order!r}")
+
+
 class CleanArticleFn(beam.DoFn):
+    """Clean one raw article; count every rule that fired as ``clean:rule_<name>``."""
+
     def __init__(self, min_words: int, date_order: str):
+        _check_arguments(min_words, date_order)
         self._min_words = min_words
         self._date_order = date_order
 
@@ -850,10 +868,7 @@ class CleanArticles(beam.PTransform):
 
     def __init__(self, min_words: int = 20, date_order: str = "DMY"):
         super().__init__()
-        if min_words < 0:
-            raise ValueError("min_words must be zero or more")
-        if date_order not in DATE_ORDERS:
-            raise ValueError(f"date_order must be one of {DATE_ORDERS}, got {date_order!r}")
+        _check_arguments(min_words, date_order)
         self._min_words = min_words
         self._date_order = date_order
 
