@@ -10,7 +10,8 @@ default settings on the same pages is the baseline.
 
 Throughput: articles per second of ``clean_article`` alone (one process, no
 Beam) over the ``.txt`` articles under ``--throughput-data`` (default: the
-bbc-news development part), files read and parsed before the clock starts.
+bbc-news folder next to ``--data``), files read and parsed before the clock
+starts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "article-extraction-benchmark"
-DEFAULT_THROUGHPUT_DATA = REPO.parent / "shared" / "data" / "bbc-news" / "articles"
 _WORD = re.compile(r"\w+")
 
 
@@ -34,9 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pages (sorted by id)")
     parser.add_argument("--show", type=int, default=5,
                         help="print the N pages where the stage and the baseline differ most (default: 5)")
-    parser.add_argument("--throughput-data", default=str(DEFAULT_THROUGHPUT_DATA),
-                        help="folder of .txt articles (searched recursively) to time the stage on; "
-                             "empty to skip (default: %(default)s)")
+    parser.add_argument("--throughput-data", default=None,
+                        help="folder of .txt articles (searched recursively) to time the stage on; empty to skip "
+                             "(default: bbc-news/articles next to --data)")
 
 
 def tokens(text: str | None) -> Counter:
@@ -147,6 +147,8 @@ def run(args) -> dict:
             (p, r, f), (bp, br, bf) = ours[i], base[i]
             print(f"  {i[:12]}  stage P={p:.3f} R={r:.3f} F1={f:.3f}  baseline P={bp:.3f} R={br:.3f} F1={bf:.3f}  "
                   f"{truth[i].get('url', '')[:70]}")
+    if args.throughput_data is None:
+        args.throughput_data = str(data.parent / "bbc-news" / "articles")
     if args.throughput_data:
         folder = Path(args.throughput_data)
         if folder.is_dir():
