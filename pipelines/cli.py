@@ -256,6 +256,21 @@ def stage_seconds(result) -> dict[str, float]:
     return {step: round(s, 3) for step, s in sorted(totals.items(), key=lambda kv: -kv[1]) if s > 0}
 
 
+def user_counters(result) -> dict[str, int]:
+    """The stages' named counters (``stage:name``, e.g. ``clean:rule_photo_credit``)
+    of a finished run, summed over steps; empty when the runner does not report them."""
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # not every runner's result reports metrics
+        return {}
+    totals: dict[str, int] = {}
+    for counter in counters:
+        key = f"{counter.key.metric.namespace}:{counter.key.metric.name}"
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[key] = totals.get(key, 0) + (value or 0)
+    return dict(sorted(totals.items()))
+
+
 def _versions(models: dict[str, str]) -> dict:
     return {
         "newsbeam": _version("newsbeam"),
@@ -338,6 +353,7 @@ def _execute(prep: _Prepared, files: list, out_dir: str, final_output: str, star
         "timings": {"wall_seconds": round(time.time() - started, 3),
                     "pipeline_seconds": round(pipeline_seconds, 3),
                     "stage_seconds": stage_seconds(result)},
+        "counters": user_counters(result),
     })
     summary.update(extra or {})
     FileSystems.delete([FileSystems.join(out_dir, SUMMARY_DIR)])

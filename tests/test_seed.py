@@ -67,3 +67,14 @@ def test_seed_end_to_end_matches_expected(seed_article, seed_expected, seed_outp
     check_against_expected(seed_article, seed_expected)
     assert seed_article["source"].endswith(seed_expected["source"])
     assert seed_output["rejected"] == [] and seed_output["duplicates"] == []
+
+
+@pytest.mark.slow
+def test_seed_summary_shows_which_clean_rules_fired(seed_output):
+    counters = seed_output["summary"]["counters"]
+    assert counters["clean:articles"] == 1
+    assert counters["clean:rule_photo_credit"] == 3
+    assert counters["clean:rule_caption"] == 6
+    assert counters["clean:rule_byline"] == counters["clean:rule_byline_name"] == 1
+    assert counters["clean:rule_dateline"] == counters["clean:rule_dateline_time"] == 1
+    assert counters["clean:rule_promo_header"] == counters["clean:rule_trailer"] == 1
