@@ -104,9 +104,15 @@ def test_a_short_name_of_two_people_stays_as_it_is():
     assert [x["entity"] for x in canonicalise(ms)] == ["Hillary Clinton", "Bill Clinton", "Clinton"]
 
 
-def test_only_person_names_are_aliased():
-    ms = [m("Kim Jong Un", "PERSON"), m("Un", "ORG")]
-    assert [x["entity"] for x in canonicalise(ms)] == ["Kim Jong Un", "Un"]
+def test_a_lone_family_name_of_any_label_joins_the_person():
+    ms = [m("Emmanuel Macron", "PERSON"), m("Macron", "GPE"), m("Macron", "PERSON")]
+    assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [("Emmanuel Macron", "PERSON")] * 3
+
+
+def test_longer_names_of_other_labels_are_not_aliased():
+    ms = [m("Kim Jong Un", "PERSON"), m("Jong Un", "ORG"), m("New York", "GPE"), m("York", "GPE")]
+    assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [
+        ("Kim Jong Un", "PERSON"), ("Jong Un", "ORG"), ("New York", "GPE"), ("York", "GPE")]
 
 
 def test_a_label_tie_goes_to_the_first_mention():
