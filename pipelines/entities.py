@@ -57,6 +57,7 @@ import importlib
 import importlib.util
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -101,6 +102,7 @@ EMBEDDING_COMPONENTS = ("tok2vec", "transformer")
 PLACE_MIN_POPULATION = {"PRODUCT": 15_000.0, "WORK_OF_ART": 15_000.0, "PERSON": 1_000_000.0}
 
 _MODELS: dict[str, object] = {}
+_PIPE_LOCK = threading.RLock()
 _PLACES: dict[str, float] | None = None
 
 _POSSESSIVE = re.compile(r"(?:['’]s|['’])$", re.IGNORECASE)
@@ -164,15 +166,16 @@ def load_model(spec: str, full_pipeline: bool = False):
     with only the NER components enabled (``full_pipeline`` keeps them all,
     for measuring what that costs)."""
     key = f"{spec}\0{full_pipeline}"
-    nlp = _MODELS.get(key)
-    if nlp is None:
-        import spacy
+    with _PIPE_LOCK:  # one load even when several threads of a worker set up at once
+        nlp = _MODELS.get(key)
+        if nlp is None:
+            import spacy
 
-        nlp = spacy.load(model_source(spec))
-        if not full_pipeline:
-            keep = ner_components(nlp)
-            nlp.select_pipes(disable=[name for name in nlp.pipe_names if name not in keep])
-        _MODELS[key] = nlp
+            nlp = spacy.load(model_source(spec))
+            if not full_pipeline:
+                keep = ner_components(nlp)
+                nlp.select_pipes(disable=[name for name in nlp.pipe_names if name not in keep])
+            _MODELS[key] = nlp
     return nlp
 
 
@@ -364,7 +367,9 @@ def extract_batch(nlp, articles: list[dict], batch_size: int = 64, release_strin
     texts = [article.get(field) or "" for article in articles for field in FIELDS]
     extract = mention_extractor(nlp)
     results = []
-    with _memory_zone(nlp) if release_strings else nullcontext():
+    # The model and its vocabulary are shared by every thread of the worker
+    # process; a memory zone frees strings that another thread's Docs may use.
+    with _PIPE_LOCK, _memory_zone(nlp) if release_strings else nullcontext():
         docs = iter(nlp.pipe(texts, batch_size=batch_size))
         for _article in articles:
             results.append(extract([(field, next(docs)) for field in FIELDS]))
