@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.language import DEFAULT_MIN_PROBABILITY, normalise_code
+
 __all__ = ["NewsbeamOptions", "DEFAULT_EXCLUDE", "DEFAULT_SPACY_MODELS", "parse_model_map", "parse_languages"]
 
 DEFAULT_EXCLUDE = ("*.expected.json",)
@@ -70,12 +72,14 @@ class NewsbeamOptions(PipelineOptions):
                  "run's lock is taken over (default: 900). Local locks are released by the kernel.")
         group.add_argument(
             "--min-language-probability", dest="min_language_probability", type=float, default=None,
-            help="Below this detector probability the language is 'und' (default: chosen from the "
-                 "evaluation; see README).")
+            help="Below this langdetect probability (the share of its 7 random trials that agree) the "
+                 f"language is 'und' (default: {DEFAULT_MIN_PROBABILITY}, chosen with scripts/evaluate.py "
+                 "language; see README).")
         group.add_argument(
             "--languages", dest="languages", default=None,
-            help="Comma-separated ISO 639-1 codes to keep (e.g. en,fr); other articles are rejected "
-                 "with reason language_filtered. Default: keep all.")
+            help="Comma-separated ISO 639-1 codes to keep (e.g. en,fr; 'und' keeps articles whose "
+                 "language could not be determined); other articles are rejected with reason "
+                 "language_filtered. Default: keep all.")
         group.add_argument(
             "--spacy-model", dest="spacy_model", default=DEFAULT_SPACY_MODELS,
             help=f"LANG=PACKAGE,... spaCy pipelines per language (default: {DEFAULT_SPACY_MODELS}). "
@@ -108,6 +112,9 @@ class NewsbeamOptions(PipelineOptions):
             problems.append("--near-dup-threshold must be in (0, 1]")
         if self.min_language_probability is not None and not 0.0 <= self.min_language_probability <= 1.0:
             problems.append("--min-language-probability must be in [0, 1]")
+        bad_codes = [c for c in parse_languages(self.languages) if c != "und" and normalise_code(c) is None]
+        if bad_codes:
+            problems.append(f"--languages takes ISO 639-1 codes such as en,fr; got {','.join(bad_codes)}")
         if self.ner_batch_size <= 0:
             problems.append("--ner-batch-size must be positive")
         if self.keep_runs < 0:
