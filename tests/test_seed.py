@@ -5,6 +5,8 @@ the clean stage's pure function, once end to end through the CLI and Avro.
 Avro record; add end-to-end assertions about it here.
 """
 
+from collections import Counter
+
 import pytest
 from conftest import SEED, SEEDS
 from helpers import read_output
@@ -78,3 +80,14 @@ def test_seed_summary_shows_which_clean_rules_fired(seed_output):
     assert counters["clean:rule_byline"] == counters["clean:rule_byline_name"] == 1
     assert counters["clean:rule_dateline"] == counters["clean:rule_dateline_time"] == 1
     assert counters["clean:rule_promo_header"] == counters["clean:rule_trailer"] == 1
+
+
+@pytest.mark.slow
+def test_seed_entities_end_to_end(seed_article, seed_expected):
+    counts = Counter((m["entity"], m["label"]) for m in seed_article["entities"])
+    for expected in seed_expected["entity_mentions"]:
+        assert counts[(expected["entity"], expected["label"])] == expected["mentions"], expected
+    for m in seed_article["entities"]:
+        assert m["field"] in ("title", "text")  # captions are not run through NER
+        assert seed_article[m["field"]][m["start"]:m["end"]] == m["text"]
+        assert not any(bad in m["entity"] or bad in m["text"] for bad in seed_expected["forbidden_entity_substrings"])
