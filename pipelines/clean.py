@@ -487,7 +487,9 @@ def _whole_line(words, *, trailing: str = r"[\s:.!…>»›→|]*") -> re.Patter
 
 LINE_RULES: tuple[LineRule, ...] = (
     LineRule("photo_credit", "credit", re.compile(
-        rf"[(\[]?{_CREDIT_LEAD}{_CREDIT_ITEM}(?:{_CREDIT_SEP}{_CREDIT_ITEM})*[)\]]?\.?")),
+        # Atomic items: "Getty/Getty/..." splits into items in many ways, and
+        # trying them all on a line that fails at its end takes exponential time.
+        rf"[(\[]?{_CREDIT_LEAD}(?>{_CREDIT_ITEM})(?>{_CREDIT_SEP}{_CREDIT_ITEM})*+[)\]]?\.?")),
     LineRule("photo_credit", "credit", re.compile(
         r"[(\[]?(?i:photo|photograph|image|picture|pic|credit)s?(?i:\s+credit)?\s*[:：]\s*"
         r"[^\s:：][^:：]{0,60}[)\]]?"),
@@ -497,10 +499,12 @@ LINE_RULES: tuple[LineRule, ...] = (
     LineRule("image_credit", "drop", re.compile(
         r"(?i:image|photo|picture)\s+(?i:copyright|source|credit)\b.{0,80}")),
     LineRule("caption_credit", "caption", re.compile(
-        rf"(?P<caption>.{{8,}}?[^\s(\[])\s*[(\[]\s*{_INLINE_LABEL}[^()\[\]]{{1,60}}[)\]]")),
+        rf"(?P<caption>.{{8,}}?[^\s(\[])\s*[(\[]\s*{_INLINE_LABEL}[^()\[\]]{{1,60}}[)\]]"),
+        lambda m: len(m.group("caption").split()) <= CAPTION_MAX_WORDS),
     LineRule("caption_credit", "caption", re.compile(
         rf"(?P<caption>.{{8,}}?[.,;:!?])\s+{_INLINE_LABEL}[^.:]{{1,60}}?\.?"),
-        lambda m: len(m.group(0).split()) - len(m.group("caption").split()) <= 8),
+        lambda m: (len(m.group("caption").split()) <= CAPTION_MAX_WORDS
+                   and len(m.group(0).split()) - len(m.group("caption").split()) <= 8)),
     LineRule("byline", "byline", re.compile(
         r"(?i:by|written by|words by|story by|text by|reporting by|reported by|report by|author)\s*[:\-–]?\s+"
         r"(?P<name>[^|•·–—:,;]{2,90}?)(?:\s*[|•·–—,;]\s*(?P<role>[^|•·–—]{2,60}))?"),
@@ -667,15 +671,16 @@ def clean_body(text: str, title: str | None = None, author: str | None = None,
     # Captions: the line signed by a credit, then every repeat of it.
     caption_keys: dict[str, int] = {}
     key_counts = Counter(keys)
+    last_other = -1
     for i in range(n):
         if kinds[i] == "caption":
             caption_keys.setdefault(_key(matches[i].group("caption")), i)
         elif kinds[i] == "credit":
-            j = i - 1
-            while j >= 0 and kinds[j] == "credit":
-                j -= 1
+            j = last_other  # the line before this run of credits
             if j >= 0 and kinds[j] is None and _could_be_caption(lines[j], key_counts[keys[j]] > 1):
                 caption_keys.setdefault(keys[j], j)
+        if kinds[i] != "credit":
+            last_other = i
     caption_keys.pop("", None)
     captions: dict[str, str] = {}
     for i in range(n):

@@ -147,6 +147,17 @@ def test_long_paragraph_before_a_lone_credit_stays_in_the_text():
     assert body.paragraphs == [long_paragraph, BODY] and body.captions == []
 
 
+def test_a_run_of_credits_signs_the_line_before_it():
+    body = clean_body(body_lines(BODY, "Crowds at the rally", "Getty Images", "Reuters", BODY + " More."))
+    assert body.captions == ["Crowds at the rally"] and body.credits == ["Getty Images", "Reuters"]
+
+
+def test_credit_like_line_that_is_not_a_credit_is_kept():
+    # Splits into agency items in exponentially many ways: must fail fast, not hang.
+    line = "/".join(["Getty"] * 40) + " said the agency"
+    assert clean_body(body_lines(BODY, line)).paragraphs == [BODY, line]
+
+
 def test_wire_trailer_before_a_credit_is_not_a_caption():
     body = clean_body(body_lines(BODY, "(Reporting by Will Dunham)", "\u00a9 Reuters"))
     assert body.captions == [] and body.paragraphs == [BODY]
