@@ -50,6 +50,8 @@ __all__ = [
     "clean_body",
     "clean_text",
     "extract_html",
+    "looks_like_markup",
+    "markup_to_text",
     "normalise_for_hash",
     "paragraphs_of",
     "parse_published",
@@ -770,6 +772,39 @@ class HtmlExtractionError(Exception):
     pass
 
 
+# Feeds often put the body's HTML in a JSON text field: two or more block or
+# inline tags (closing tags included) are markup, not prose about markup.
+_MARKUP_TAG = re.compile(r"</?(?:p|br|div|span|a|em|strong|b|i|u|h[1-6]|li|ul|ol|figure|figcaption|img|"
+                         r"blockquote|section|article|table|tr|td)\b[^<>]{0,500}>", re.IGNORECASE)
+_BLOCK_BREAK = re.compile(r"<br\s*/?>|</(?:p|div|h[1-6]|li|figure|figcaption|blockquote|section|article|tr)\s*>",
+                          re.IGNORECASE)
+_ANY_TAG = re.compile(r"<[^<>]{0,2000}>")
+
+
+def looks_like_markup(text: str) -> bool:
+    found = 0
+    for _ in _MARKUP_TAG.finditer(text):
+        found += 1
+        if found >= 2:
+            return True
+    return False
+
+
+def markup_to_text(text: str) -> str:
+    """The text of an HTML fragment, one line per block element."""
+    import lxml.html
+    from lxml.etree import ParserError
+
+    text = _BLOCK_BREAK.sub("\n", text)
+    try:
+        root = lxml.html.fromstring(f"<div>{text}</div>")
+    except (ParserError, ValueError):
+        return _ANY_TAG.sub(" ", text)
+    for element in root.xpath("//script|//style|//noscript"):
+        element.drop_tree()
+    return root.text_content()
+
+
 # ---------------------------------------------------------------------------
 # Articles
 # ---------------------------------------------------------------------------
@@ -794,6 +829,9 @@ def clean_article_explained(raw: dict, min_words: int = 20, date_order: str = "D
         article["published"] = raw.get("published") or doc.get("date")
         article["url"] = raw.get("url") or doc.get("url")
         article["language_hint"] = raw.get("language_hint") or doc.get("language")
+    elif article.get("text") and looks_like_markup(article["text"]):
+        article["text"] = markup_to_text(article["text"])
+        fired["markup_stripped"] += 1
 
     title = _one_line(article.get("title"))
     author = _clean_author(article.get("author"))
@@ -854,7 +892,7 @@ class CleanArticleFn(beam.DoFn):
         counter = self._counters.get(name)
         if counter is None:
             counter = self._counters[name] = Metrics.counter(
-                STAGE, name if name in ("html_extracted", "published_unparsed") else f"rule_{name}")
+                STAGE, name if name in ("html_extracted", "markup_stripped", "published_unparsed") else f"rule_{name}")
         return counter
 
     def process(self, raw: dict):

@@ -240,6 +240,15 @@ def test_clean_article_fields_and_hash():
     assert article["content_hash"] == clean_article(raw(BODY.upper()), min_words=5)["content_hash"]
 
 
+def test_markup_in_a_json_body_becomes_paragraphs():
+    text = f"<p>{BODY}</p><script>var x = 1;</script><p>Second <a href='/x'>linked</a> &amp; bold.</p><br>Third"
+    article, fired = clean_article_explained(raw(text, format="json"), min_words=1)
+    assert article["text"] == body_lines(BODY, "Second linked & bold.", "Third")
+    assert fired["markup_stripped"] == 1
+    prose = "Use the <p> tag to start a paragraph, the teacher said."
+    assert clean_article(raw(prose, format="json"), min_words=1)["text"] == prose
+
+
 def test_unreadable_published_is_dropped_and_counted():
     article, fired = clean_article_explained(raw(BODY, published="sometime last spring"), min_words=1)
     assert article["published"] is None and fired["published_unparsed"] == 1
