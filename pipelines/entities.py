@@ -101,6 +101,9 @@ EMBEDDING_COMPONENTS = ("tok2vec", "transformer")
 # to be the place instead (measured on CoNLL-2003 and CoNLL++; see README).
 PLACE_MIN_POPULATION = {"PRODUCT": 15_000.0, "WORK_OF_ART": 15_000.0, "PERSON": 1_000_000.0}
 
+# Docs per nlp.pipe minibatch: peak memory grows with it (see README).
+PIPE_BATCH_SIZE = 16
+
 _MODELS: dict[str, object] = {}
 _PIPE_LOCK = threading.RLock()
 _PLACES: dict[str, float] | None = None
@@ -359,7 +362,8 @@ def _memory_zone(nlp) -> Iterator[None]:
 FIELDS = ("title", "text")
 
 
-def extract_batch(nlp, articles: list[dict], batch_size: int = 64, release_strings: bool = True) -> list[list[dict]]:
+def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
+                  release_strings: bool = True) -> list[list[dict]]:
     """Canonical mentions for each article: every field of every article goes
     through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
     to the vocabulary are released when the batch is done (``release_strings``
@@ -385,9 +389,8 @@ def no_model_language(article: dict, models: dict[str, str]) -> str | None:
 class ExtractEntitiesFn(beam.DoFn):
     """Batches of articles -> articles with ``entities``."""
 
-    def __init__(self, models: dict[str, str], batch_size: int):
+    def __init__(self, models: dict[str, str]):
         self._models = dict(models)
-        self._batch_size = batch_size
         self._no_model = Metrics.counter(STAGE, "articles_without_model")
         self._annotated = Metrics.counter(STAGE, "articles_annotated")
         self._mentions = Metrics.counter(STAGE, "mentions")
@@ -409,7 +412,7 @@ class ExtractEntitiesFn(beam.DoFn):
                 for article in articles:
                     yield {**article, "entities": []}
                 continue
-            for article, mentions in zip(articles, extract_batch(load_model(spec), articles, self._batch_size)):
+            for article, mentions in zip(articles, extract_batch(load_model(spec), articles)):
                 self._annotated.inc()
                 self._mentions.inc(len(mentions))
                 yield {**article, "entities": mentions}
@@ -429,5 +432,5 @@ class ExtractEntities(beam.PTransform):
         return (
             articles
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-            | "Recognise" >> beam.ParDo(ExtractEntitiesFn(self._models, self._batch_size))
+            | "Recognise" >> beam.ParDo(ExtractEntitiesFn(self._models))
         )
