@@ -1,3 +1,4 @@
+import argparse
 import sys
 from collections import Counter
 
@@ -239,3 +240,42 @@ def test_the_summary_counts_articles_without_a_model():
     assert summary["entities"] == {"articles_without_model": 2, "without_model_by_language": {"de": 2}}
     summary.update(output="out", timings={"wall_seconds": 1.0})
     assert "no NER model:  de 2" in format_summary(summary)
+
+
+def _ner_evaluation():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("newsbeam_eval_ner", REPO / "scripts" / "evaluation" / "ner.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("tags, spans", [
+    (["B-PER", "I-PER", "O", "B-LOC"], {(0, 2, "PER"), (3, 4, "LOC")}),  # IOB2
+    (["I-PER", "I-PER", "O", "I-LOC"], {(0, 2, "PER"), (3, 4, "LOC")}),  # IOB1
+    (["I-LOC", "B-LOC", "I-ORG"], {(0, 1, "LOC"), (1, 2, "LOC"), (2, 3, "ORG")}),  # IOB1 adjacent entities
+])
+def test_evaluation_reads_iob1_and_iob2(tags, spans):
+    assert _ner_evaluation().spans_from_tags(tags) == spans
+
+
+def test_evaluation_scores_the_pipeline_on_gold_tokens(tmp_path):
+    model_dir = tmp_path / "model"
+    ruler_nlp([{"label": "PERSON", "pattern": "Vladimir Putin"}, {"label": "PERSON", "pattern": "Putin"},
+               {"label": "PRODUCT", "pattern": "Kursk"}]).to_disk(model_dir)
+    conll = tmp_path / "tiny.txt"
+    conll.write_text(
+        "-DOCSTART- -X- -X- O\n\nPutin NNP B-NP I-PER\nvisited VBD B-VP O\nKursk NNP B-NP I-LOC\n. . O O\n\n"
+        "Kursk NNP B-NP I-LOC\nfell VBD B-VP O\n\n-DOCSTART- -X- -X- O\n\nVladimir NNP B-NP B-PER\n"
+        "Putin NNP I-NP I-PER\nspoke VBD B-VP O\n", encoding="utf-8")
+    ev = _ner_evaluation()
+    args = argparse.Namespace(data=str(conll), model=str(model_dir), batch_size=4, limit=0, full_pipeline=False)
+    result = ev.run(args)
+    # The ruler types Kursk PRODUCT (MISC for the raw model); the pipeline's place rule makes it GPE (LOC).
+    assert result["documents"] == 2 and result["words"] == 9
+    assert result["f1"] == 1.0
+    assert result["raw_f1_per_type"]["LOC"] == 0.0 and result["raw_f1_per_type"]["PER"] == 1.0
+    assert set(result) >= {"precision", "recall", "f1", "f1_per_type", "words_per_second", "raw_f1"}
