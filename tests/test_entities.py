@@ -110,6 +110,12 @@ def test_a_lone_family_name_of_any_label_joins_the_person():
     assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [("Emmanuel Macron", "PERSON")] * 3
 
 
+def test_a_name_that_is_not_mostly_a_person_takes_no_aliases():
+    ms = [m("Manchester United", "NORP"), m("United", "ORG"), m("Manchester United", "PERSON")]
+    assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [
+        ("Manchester United", "NORP"), ("United", "ORG"), ("Manchester United", "NORP")]
+
+
 def test_longer_names_of_other_labels_are_not_aliased():
     ms = [m("Kim Jong Un", "PERSON"), m("Jong Un", "ORG"), m("New York", "GPE"), m("York", "GPE")]
     assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [
