@@ -9,7 +9,8 @@ and route on:
 * Speed: it reads a bounded sample (``SAMPLE_CHARS``) of title + text; its cost
   is mostly a fixed number of random trials, but n-gram extraction and the
   cross-check grow with length, and accuracy has long saturated by then.
-* Honesty: ``und`` when the sample has too few letters, when langdetect's
+* Honesty: ``und`` when the sample has too few letters (or, short of a
+  sentence, py3langid does not rank the same language first), when langdetect's
   probability is below ``min_probability``, or when a second detector that
   knows more languages (py3langid) says the text is in a language langdetect
   has no profile for. langdetect names close relatives of the languages it
