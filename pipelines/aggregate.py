@@ -63,6 +63,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 __all__ = [
     "ALL",
+    "sum_pairs",
     "BEYOND_LATENESS",
     "COUNTS",
     "CSV_NAME",
@@ -211,7 +212,8 @@ def _period_keys(tally):
         yield (entity, label, language), (n, 1)
 
 
-def _sum_pairs(pairs):
+def sum_pairs(pairs) -> tuple[int, int]:
+    """Add (mentions, documents) pairs: the combiner of every entity count."""
     mentions = documents = 0
     for m, d in pairs:
         mentions += m
@@ -335,7 +337,7 @@ class AggregateEntities(beam.PTransform):
             tallies
             | "TotalsWindow" >> self._totals_windowing(bounded)
             | "TotalKeys" >> beam.FlatMap(_total_keys)
-            | "SumTotals" >> beam.CombinePerKey(_sum_pairs)
+            | "SumTotals" >> beam.CombinePerKey(sum_pairs)
             | "TotalRecords" >> beam.Map(to_record)
         )
         windowed = (
@@ -346,7 +348,7 @@ class AggregateEntities(beam.PTransform):
         periods = (
             windowed
             | "PeriodKeys" >> beam.FlatMap(_period_keys)
-            | "SumPeriods" >> beam.CombinePerKey(_sum_pairs)
+            | "SumPeriods" >> beam.CombinePerKey(sum_pairs)
             | "PeriodRecords" >> beam.ParDo(LabelPeriodFn(self._period))
         )
         if bounded:  # a bounded input is all on time: nothing can be late
@@ -455,7 +457,7 @@ class TopEntities(beam.PTransform):
             records
             | "AllPeriod" >> beam.Filter(lambda r: r["period"] == ALL)
             | "ByEntity" >> beam.Map(lambda r: ((r["entity"], r["label"]), (r["mentions"], r["documents"])))
-            | "SumLanguages" >> beam.CombinePerKey(_sum_pairs)
+            | "SumLanguages" >> beam.CombinePerKey(sum_pairs)
             | "Top" >> beam.combiners.Top.Of(self._n, key=_top_key)
             | "AsDicts" >> beam.Map(lambda top: [
                 {"entity": e, "label": lab, "mentions": m, "documents": d} for (e, lab), (m, d) in top])

@@ -65,6 +65,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
+from pipelines.aggregate import sum_pairs as _sum_pairs
 from pipelines.read import InputFile
 
 __all__ = [
@@ -536,14 +537,6 @@ COUNT_KEY = ("entity", "label", "language", "period")
 
 def _count_pair(record: dict):
     return tuple(record[k] for k in COUNT_KEY), (int(record["mentions"]), int(record["documents"]))
-
-
-def _sum_pairs(pairs) -> tuple[int, int]:
-    mentions = documents = 0
-    for m, d in pairs:
-        mentions += m
-        documents += d
-    return mentions, documents
 
 
 def _count_record(element) -> dict:
