@@ -23,9 +23,11 @@ itself on the same texts. One run of this script, in one process tree:
    way the pipeline loads them (``pipelines.entities.load_model``, so the same
    components are disabled), over the same texts (title and text of every
    article the run annotated, read back from its Avro output), with as many
-   processes as the run used (``n_process``); model loading is not timed;
+   processes as the run used (``n_process``) and the stage's own minibatch
+   size (``pipelines.entities.PIPE_BATCH_SIZE``); model loading is not timed;
 5. prints articles/s, words/s, the ratio pipeline/ceiling (steady state and
-   cold), peak RSS, and per-stage time shares from Beam's execution-time
+   cold; and by CPU seconds, which other load on the machine hardly moves),
+   peak RSS, and per-stage time shares from Beam's execution-time
    counters (``summary.json`` ``timings.stage_seconds``: worker seconds spent
    inside each top-level step, summed over workers); last line one JSON object.
 
@@ -419,9 +421,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "--direct_num_workers=N to the run (1: in-process)")
     parser.add_argument("--startup-articles", type=int, default=4,
                         help="articles in the start-up run (default 4)")
-    parser.add_argument("--ceiling-batch-size", type=int, default=128,
-                        help="nlp.pipe batch size for the ceiling, in texts (default 128: 64 articles, "
-                             "the pipeline's --ner-batch-size, of title and text each)")
+    parser.add_argument("--ceiling-batch-size", type=int, default=None,
+                        help="nlp.pipe batch size for the ceiling, in texts (default: the entities stage's own, "
+                             "pipelines.entities.PIPE_BATCH_SIZE; with titles and texts mixed, small batches "
+                             "waste less padding and are faster)")
     parser.add_argument("--sample-interval", type=float, default=0.1, help="seconds between RSS samples")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to build inputs and outputs (default: a temporary folder, removed after)")
@@ -446,6 +449,7 @@ def worker_args(workers: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from pipelines.entities import PIPE_BATCH_SIZE
     sources = evenly_spaced(find_articles(args.data), args.limit)
     if not sources:
         print(f"bench: no article files under {args.data}", file=sys.stderr)
@@ -474,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = annotated_texts(full["summary_path"].parent, models_of(full["summary"]))
         print(f"bench: ceiling, nlp.pipe over {sum(len(t) for t in texts.values())} texts "
               f"with {workers} process(es) ...", flush=True)
-        ceiling = run_ceiling(texts, workers, args.ceiling_batch_size, args.sample_interval)
+        ceiling = run_ceiling(texts, workers, args.ceiling_batch_size or PIPE_BATCH_SIZE, args.sample_interval)
 
         result = figures(scale=args.scale, limit=args.limit, workers=workers, articles_in=len(written),
                          texts=texts, full=full, startup=startup, ceiling=ceiling)
