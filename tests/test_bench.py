@@ -148,6 +148,24 @@ def test_figures_give_no_steady_state_when_start_up_is_the_whole_run():
     assert "not measurable" in bench.format_report(f)
 
 
+def _round(ratio, ratio_cpu, peak):
+    return {"ratio": ratio, "ratio_cpu": ratio_cpu, "ratio_cold": 0.5, "seconds_cold": 10.0, "ceiling_seconds": 4.0,
+            "peak_rss_mb": peak, "peak_rss_launcher_mb": peak / 4, "peak_rss_workers_mb": peak / 2,
+            "ceiling_peak_rss_mb": 10.0}
+
+
+def test_combine_rounds_reports_the_median_round_and_the_highest_memory():
+    f = bench.combine_rounds([_round(0.9, 0.85, 100.0), _round(0.6, 0.65, 300.0), _round(0.8, 0.82, 200.0)])
+    assert (f["ratio"], f["ratio_cpu"]) == (0.8, 0.82)  # all headline figures from one round
+    assert f["ratio_rounds"] == [0.9, 0.6, 0.8] and f["rounds"] == 3
+    assert (f["peak_rss_mb"], f["peak_rss_launcher_mb"]) == (300.0, 75.0)
+    assert bench.combine_rounds([_round(None, None, 1.0), _round(0.7, 0.7, 1.0)])["ratio"] is None
+    single = bench.combine_rounds([_round(0.7, 0.75, 5.0)])
+    assert (single["ratio"], single["rounds"], single["ratio_rounds"]) == (0.7, 1, [0.7])
+    with pytest.raises(ValueError):
+        bench.combine_rounds([])
+
+
 @pytest.mark.parametrize("options, expected", [
     ({}, 1),
     ({"direct_running_mode": "in_memory", "direct_num_workers": 1}, 1),
