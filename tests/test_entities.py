@@ -19,6 +19,7 @@ from pipelines.entities import (
     model_source,
     ner_components,
     no_model_language,
+    place_names,
     relabel_places,
     trim_span,
 )
@@ -134,6 +135,15 @@ def test_well_known_places_typed_as_things_or_people_become_places():
     assert [x["label"] for x in relabel_places(ms, places)] == [
         "GPE", "GPE", "PERSON", "ORG", "PERSON", "PERSON"]
     assert relabel_places([m("Kyiv", "PERSON")], places, "LOC")[0]["label"] == "LOC"
+
+
+def test_place_table_has_countries_and_cities_with_their_populations():
+    places = place_names()
+    assert places["France"] == places["FRANCE"] == float("inf")  # countries: always places
+    assert places["London"] > 1_000_000 and places["LONDON"] == places["London"]
+    assert 15_000 <= places["Kursk"] < 1_000_000
+    assert "Vladimir Putin" not in places
+    assert all(isinstance(population, float) for population in places.values())
 
 
 def test_no_model_language():
