@@ -401,9 +401,6 @@ def combine_rounds(rounds: list[dict]) -> dict:
     stay consistent with each other). Peak RSS is the highest of any round."""
     if not rounds:
         raise ValueError("no rounds")
-    if len(rounds) == 1:
-        return {**rounds[0], "rounds": 1, "ratio_rounds": [rounds[0]["ratio"]],
-                "ratio_cpu_rounds": [rounds[0]["ratio_cpu"]]}
     ordered = sorted(rounds, key=lambda f: -1.0 if f["ratio"] is None else f["ratio"])
     median = ordered[(len(ordered) - 1) // 2]
     return {
