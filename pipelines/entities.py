@@ -259,7 +259,7 @@ def _city_entry(obj: dict):
     # json object_hook, called innermost first: a city shrinks to (name,
     # population) as soon as it is parsed, so its alternate names (most of the
     # 17 MB file) never pile up; building the whole table the package's way
-    # left every worker ~55 MB larger for good.
+    # left every worker ~52 MB larger for good (64 MB against 12 MB).
     if "geonameid" in obj and "name" in obj and "population" in obj:
         return obj["name"], float(obj["population"])
     return obj
