@@ -4,38 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
-from importlib import metadata
 
-from apache_beam.io.filesystems import FileSystems
+from pipelines.orchestrate import version
 
-__all__ = ["main"]
+__all__ = ["main", "format_summary"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 
-RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
-# Below this much input the cost of starting worker processes (each loads the
-# spaCy model) is more than a second core saves.
-MULTIPROCESS_MIN_BYTES = 512 * 1024
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-# Launcher-only arguments: not pipeline options.
-LAUNCHER_ARGS = ("command", "inputs", "interval", "max_failures")
-
 _LOG = logging.getLogger("newsbeam")
-# glibc gives each thread that allocates its own malloc arena and keeps freed
-# memory in it; Beam's launcher and worker processes run many threads. With
-# the default (8 arenas per core) the process tree of a run on 16x the BBC
-# articles peaked at 2,712 MB, with two at 2,263 MB; no slower (4x: 213 s, 193 s).
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
 
 BEAM_EPILOG = """\
 Any other option is passed to Apache Beam as a pipeline option; write Beam
@@ -70,7 +52,7 @@ def _build_parser():
         prog="newsbeam",
         description="Turn folders of scraped news articles into clean, deduplicated, language-tagged, "
                     "entity-annotated Avro records plus per-entity mention counts.")
-    parser.add_argument("--version", action="version", version=f"newsbeam {_version('newsbeam')}")
+    parser.add_argument("--version", action="version", version=f"newsbeam {version('newsbeam')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser(
         "run", help="process input files once and write the output folder",
@@ -93,139 +75,6 @@ def _build_parser():
                        help="exit with status 1 after this many failed batches in a row (default: 3)")
     NewsbeamOptions._add_argparse_args(watch)
     return parser
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _check_output_writable(output: str) -> None:
-    from pipelines.plan import UsageError
-
-    probe = FileSystems.join(output, ".newsbeam-write-probe")
-    try:
-        if not FileSystems.exists(output):
-            FileSystems.mkdirs(output)
-        with FileSystems.create(probe) as f:
-            f.write(b"ok")
-        FileSystems.delete([probe])
-    except Exception as e:
-        raise UsageError(f"output {output!r} is not writable: {e}") from e
-
-
-def _beam_options(beam_args: list[str], ns: argparse.Namespace, total_bytes: int):
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipelines.options import DEFAULT_EXCLUDE, NewsbeamOptions
-
-    ours = {k: v for k, v in vars(ns).items() if k not in LAUNCHER_ARGS}
-    if ours.get("exclude") is None:
-        ours["exclude"] = list(DEFAULT_EXCLUDE)
-    given = {a.split("=", 1)[0] for a in beam_args if a.startswith("--")}
-    if "--runner" not in given:
-        ours["runner"] = "FnApiRunner"
-    runner = ours.get("runner") or next(
-        (a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), "")
-    if (runner.split(".")[-1] in LOCAL_RUNNERS and total_bytes >= MULTIPROCESS_MIN_BYTES
-            and "--direct_running_mode" not in given and "--direct_num_workers" not in given):
-        ours["direct_running_mode"] = "multi_processing"
-        ours["direct_num_workers"] = 2
-    if "--default_sdk_harness_log_level" not in given:
-        # Worker processes log every bundle at INFO; users want warnings and progress.
-        ours["default_sdk_harness_log_level"] = "WARNING"
-    options = PipelineOptions(beam_args, **ours)
-    return options, options.view_as(NewsbeamOptions)
-
-
-def _options_parser(options_class):
-    parser = argparse.ArgumentParser(add_help=False)
-    options_class._add_argparse_args(parser)
-    return parser
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas in this process and, through the environment
-    they inherit, in the local worker processes it starts (a value the user
-    set is kept). Returns whether this process's cap took effect: not on
-    systems without glibc, where nothing is changed."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-        wanted = int(os.environ["MALLOC_ARENA_MAX"])
-    except (OSError, AttributeError, ValueError):
-        return False
-    return bool(mallopt(_M_ARENA_MAX, wanted))
-
-
-def make_runner(options):
-    """The runner object for ``options``.
-
-    The local FnApiRunner is built the way Beam's DirectRunner builds it, with
-    the pipeline options in its provision info: otherwise its worker processes
-    start without them (no log level, no custom options).
-    """
-    from apache_beam.options.pipeline_options import StandardOptions
-    from apache_beam.runners import create_runner
-
-    name = options.view_as(StandardOptions).runner or "FnApiRunner"
-    if name.split(".")[-1] != "FnApiRunner":
-        return create_runner(name)
-    limit_malloc_arenas()
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    from pipelines.options import NewsbeamOptions
-
-    # Workers parse these before importing newsbeam, so newsbeam's own options
-    # would only be warned about there; the transforms carry their settings.
-    ours = {action.dest for action in _options_parser(NewsbeamOptions)._actions}
-    beam_only = {k: v for k, v in options.get_all_options(drop_default=True).items() if k not in ours}
-    encoded = JobServiceHandle.encode_pipeline_options(beam_only)
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
-
-
-def _read_summary_parts(output: str) -> tuple[list[dict], list[dict]]:
-    from pipelines.pipeline import SUMMARY_DIR
-
-    tallies, top = [], []
-    pattern = FileSystems.join(output, SUMMARY_DIR, "part*")
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(match.path) as f:
-            for line in f.read().decode("utf-8").splitlines():
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                if "top_entities" in obj:
-                    top = obj["top_entities"]
-                else:
-                    tallies.append(obj)
-    return tallies, top
-
-
-def build_summary(tallies: list[dict], top: list[dict], files: int) -> dict:
-    articles = sum(t["count"] for t in tallies if t["kind"] == "articles")
-    duplicates = {t["key"]: t["count"] for t in tallies if t["kind"] == "duplicates"}
-    rejected = {t["key"]: t["count"] for t in tallies if t["kind"] == "rejected"}
-    languages = {t["key"]: t["count"] for t in tallies if t["kind"] == "articles"}
-    no_model = {t["key"].split(":", 1)[1]: t["count"] for t in tallies
-                if t["kind"] == "entities" and t["key"].startswith("no_model:")}
-    return {
-        "inputs": {"files": files, "records": articles + sum(duplicates.values()) + sum(rejected.values())},
-        "articles": articles,
-        "duplicates": {"total": sum(duplicates.values()), **dict(sorted(duplicates.items()))},
-        "rejected": {"total": sum(rejected.values()), **dict(sorted(rejected.items()))},
-        "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "entities": {"articles_without_model": sum(no_model.values()),
-                     "without_model_by_language": dict(sorted(no_model.items()))},
-        "top_entities": top,
-    }
 
 
 def format_summary(summary: dict) -> str:
@@ -259,238 +108,60 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-# Beam's per-transform execution-time counter (state sampler): time spent inside
-# each step itself, not in the steps it feeds, summed over worker processes.
-_EXECUTION_MSECS = "ptransform_execution_time:total_msecs"
-
-
-def stage_seconds(result) -> dict[str, float]:
-    """Worker seconds per top-level step of a finished run, from Beam's
-    execution-time counters; empty when the runner does not report them."""
-    try:
-        counters = result.monitoring_metrics().query()["counters"]
-    except Exception:  # not every runner's result has monitoring metrics
-        return {}
-    totals: dict[str, float] = {}
-    for counter in counters:
-        if _EXECUTION_MSECS in counter.key.metric.name and counter.key.step:
-            step = counter.key.step.split("/", 1)[0]
-            totals[step] = totals.get(step, 0.0) + (counter.committed or 0) / 1000.0
-    return {step: round(s, 3) for step, s in sorted(totals.items(), key=lambda kv: -kv[1]) if s > 0}
-
-
-def user_counters(result) -> dict[str, int]:
-    """The stages' named counters (``stage:name``, e.g. ``clean:rule_photo_credit``)
-    of a finished run, summed over steps; empty when the runner does not report them."""
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # not every runner's result reports metrics
-        return {}
-    totals: dict[str, int] = {}
-    for counter in counters:
-        key = f"{counter.key.metric.namespace}:{counter.key.metric.name}"
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[key] = totals.get(key, 0) + (value or 0)
-    return dict(sorted(totals.items()))
-
-
-def _versions(models: dict[str, str]) -> dict:
-    return {
-        "newsbeam": _version("newsbeam"),
-        "apache-beam": _version("apache-beam"),
-        "spacy": _version("spacy"),
-        "models": {lang: {"package": pkg, "version": _version(pkg.replace("_", "-"))}
-                   for lang, pkg in sorted(models.items())},
-    }
-
-
-@dataclass
-class _Prepared:
-    """A validated invocation: its arguments, planned inputs and NER models."""
-
-    ns: argparse.Namespace
-    beam_args: list[str]
-    files: list
-    models: dict
-
-
-def _prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool = False) -> _Prepared:
-    """Plan the inputs and validate every option; raises UsageError. Writes nothing."""
-    from pipelines.entities import check_models_installed
-    from pipelines.options import parse_model_map
-    from pipelines.plan import UsageError, plan_inputs
-
-    ns = argparse.Namespace(**vars(ns))
-    try:
-        files = plan_inputs(ns.inputs, tuple(ns.exclude) if ns.exclude else _default_exclude())
-    except UsageError:
-        # watch: a folder that exists but holds nothing yet is fine.
-        if not (empty_folder_ok and all(FileSystems.get_scheme(i) is not None or os.path.isdir(i)
-                                        for i in ns.inputs)):
-            raise
-        files = []
-    _, nb = _beam_options(beam_args, ns, sum(max(f.size, 0) for f in files))
-    problems = nb.validate_newsbeam()
-    if problems:
-        raise UsageError("; ".join(problems))
-    models = parse_model_map(nb.spacy_model)
-    problems = check_models_installed(models)
-    if problems:
-        raise UsageError("; ".join(problems))
-    if ns.state_dir:
-        # Recorded in the state (HEAD, run.json): must not depend on the working directory.
-        for name in ("state_dir", "output"):
-            if FileSystems.get_scheme(getattr(ns, name)) is None:
-                setattr(ns, name, os.path.abspath(getattr(ns, name)))
-    return _Prepared(ns, beam_args, files, models)
-
-
-def _execute(prep: _Prepared, files: list, out_dir: str, final_output: str, started: float,
-             state_in: str | None = None, state_out: str | None = None, extra: dict | None = None) -> dict:
-    """Run the pipeline over ``files`` into ``out_dir`` (a staging folder) and
-    write its summary.json there; raises when the pipeline fails."""
-    import apache_beam as beam
-
-    from pipelines.pipeline import SUMMARY_DIR, build_pipeline
-    from pipelines.records import load_schemas
-
-    total_bytes = sum(max(f.size, 0) for f in files)
-    ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
-    options, nb = _beam_options(prep.beam_args, ns, total_bytes)
-    schemas = load_schemas()
-    _LOG.warning("newsbeam: %d input files (%.1f MB) -> %s", len(files), total_bytes / 1e6, final_output)
-    pipeline_started = time.time()
-    p = beam.Pipeline(runner=make_runner(options), options=options)
-    build_pipeline(p, files, nb, schemas, state_in=state_in, state_out=state_out)
-    result = p.run()
-    result.wait_until_finish()
-    pipeline_seconds = time.time() - pipeline_started
-
-    tallies, top = _read_summary_parts(out_dir)
-    summary = build_summary(tallies, top, len(files))
-    summary.update({
-        "output": final_output,
-        "versions": _versions(prep.models),
-        "options": {k: v for k, v in sorted({**options.get_all_options(drop_default=True),
-                                             "output": prep.ns.output}.items())},
-        "timings": {"wall_seconds": round(time.time() - started, 3),
-                    "pipeline_seconds": round(pipeline_seconds, 3),
-                    "stage_seconds": stage_seconds(result)},
-        "counters": user_counters(result),
-    })
-    summary.update(extra or {})
-    FileSystems.delete([FileSystems.join(out_dir, SUMMARY_DIR)])
-    with FileSystems.create(FileSystems.join(out_dir, "summary.json")) as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=False, default=str).encode("utf-8"))
-    return summary
-
-
-def _run_standalone(prep: _Prepared, started: float) -> int:
-    """No --state-dir: the run writes OUTPUT/.staging/<run-id>/ and swaps it into
-    OUTPUT/ only when it succeeded, so a failed or killed run leaves the
-    previous output whole."""
-    from pipelines.pipeline import SUMMARY_DIR
-    from pipelines.state import STAGING, discard_staging, new_run_id, publish_flat
-
-    output, run_id = prep.ns.output, new_run_id()
-    staging = FileSystems.join(output, STAGING, run_id)
-    try:
-        summary = _execute(prep, prep.files, staging, output, started)
-    except Exception as e:
-        _LOG.exception("pipeline failed")
-        print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
-        try:
-            discard_staging(output, run_id)
-        except Exception as cleanup:  # cleaning up must not hide the real outcome
-            _LOG.warning("newsbeam: could not remove %s: %s", staging, cleanup)
-        return EXIT_FAILED
-    publish_flat(staging, output, always_replace=(*RECORD_FOLDERS, SUMMARY_DIR, "summary.json"))
-    discard_staging(output)  # what killed runs left behind
-    print(format_summary(summary))
-    return EXIT_OK
-
-
-def _run_incremental(prep: _Prepared, store, files: list, started: float, skip_empty: bool = False,
-                     hasher=None) -> int | None:
-    """One run against the state dir (the caller holds its lock): new and changed
-    files only, committed atomically. None when ``skip_empty`` and nothing is new."""
-    from pipelines.state import RUNS, STAGING, file_sha256, new_run_id, prune_runs, select_inputs
-
-    output = prep.ns.output
-    store.recover()
-    manifest = store.load_manifest()
-    selection = select_inputs(files, manifest, hasher or file_sha256)
-    if skip_empty and not selection.process:
-        return None
-    run_id = new_run_id()
-    state_in = store.state_in()
-    pending = store.begin(run_id, output)
-    extra = {"run_id": run_id, "incremental": {**selection.describe(), "state_dir": store.root}}
-    try:
-        summary = _execute(prep, selection.process, FileSystems.join(output, STAGING, run_id),
-                           FileSystems.join(output, RUNS, run_id), started, state_in, pending, extra)
-        store.seal(run_id, manifest, selection)
-        store.commit(run_id, output)
-    except Exception as e:
-        _LOG.exception("pipeline failed")
-        print(f"newsbeam: error: the run failed: {e}", file=sys.stderr)
-        try:
-            store.abandon(run_id)
-        except Exception as cleanup:
-            _LOG.warning("newsbeam: run %s left files the next run removes: %s", run_id, cleanup)
-        return EXIT_FAILED
-    try:
-        store.roll_forward(run_id, output)
-        prune_runs(output, prep.ns.keep_runs)
-    except Exception as e:
-        _LOG.exception("publishing failed")
-        print(f"newsbeam: error: run {run_id} is committed but publishing it failed ({e}); "
-              "the next run finishes publishing it", file=sys.stderr)
-        return EXIT_FAILED
-    print(format_summary(summary))
-    return EXIT_OK
-
-
-def _lock(prep: _Prepared, run_id: str):
-    from pipelines.plan import UsageError
-    from pipelines.state import LockHeld, StateLock
-
-    try:
-        return StateLock(prep.ns.state_dir, run_id, stale_after=prep.ns.lock_stale_after).acquire()
-    except LockHeld:
-        raise
-    except Exception as e:
-        raise UsageError(f"state dir {prep.ns.state_dir!r} is not usable: {e}") from e
-
-
 def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.orchestrate import (
+        PublishFailed,
+        RunFailed,
+        acquire_lock,
+        check_output_writable,
+        prepare,
+        run_incremental,
+        run_standalone,
+    )
     from pipelines.plan import UsageError
     from pipelines.state import LockHeld, StateStore, new_run_id
 
     started = time.time()
     try:
-        prep = _prepare(argv_ns, beam_args)
+        prep = prepare(argv_ns, beam_args)
         if not prep.ns.state_dir:
-            _check_output_writable(prep.ns.output)
-            return _run_standalone(prep, started)
-        lock = _lock(prep, new_run_id())
+            check_output_writable(prep.ns.output)
+            print(format_summary(run_standalone(prep, started)))
+            return EXIT_OK
+        lock = acquire_lock(prep, new_run_id())
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except LockHeld as e:
         print(f"newsbeam: {e}; not running (exit status {EXIT_LOCKED})", file=sys.stderr)
         return EXIT_LOCKED
+    except RunFailed as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     try:
-        _check_output_writable(prep.ns.output)
-        return _run_incremental(prep, StateStore(prep.ns.state_dir), prep.files, started)
+        check_output_writable(prep.ns.output)
+        print(format_summary(run_incremental(prep, StateStore(prep.ns.state_dir), prep.files, started)))
+        return EXIT_OK
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (RunFailed, PublishFailed) as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         lock.release()
 
 
 def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.orchestrate import (
+        PublishFailed,
+        RunFailed,
+        acquire_lock,
+        check_output_writable,
+        default_exclude,
+        prepare,
+        run_incremental,
+    )
     from pipelines.plan import UsageError, plan_inputs
     from pipelines.state import LockHeld, StateStore, new_run_id
     from pipelines.watch import CachedHasher, StabilityFilter, StopSignals, watch_loop
@@ -502,8 +173,8 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
             raise UsageError("--interval must be positive")
         if argv_ns.max_failures <= 0:
             raise UsageError("--max-failures must be positive")
-        prep = _prepare(argv_ns, beam_args, empty_folder_ok=True)
-        lock = _lock(prep, "watch-" + new_run_id())
+        prep = prepare(argv_ns, beam_args, empty_folder_ok=True)
+        lock = acquire_lock(prep, "watch-" + new_run_id())
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -511,7 +182,7 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"newsbeam: {e}; not watching (exit status {EXIT_LOCKED})", file=sys.stderr)
         return EXIT_LOCKED
 
-    exclude = tuple(prep.ns.exclude) if prep.ns.exclude else _default_exclude()
+    exclude = tuple(prep.ns.exclude) if prep.ns.exclude else default_exclude()
 
     def poll() -> list:
         try:
@@ -523,11 +194,20 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
     hasher = CachedHasher()
 
     def batch(files: list) -> int | None:
-        return _run_incremental(prep, store, files, time.time(), skip_empty=True, hasher=hasher.for_files(files))
+        try:
+            summary = run_incremental(prep, store, files, time.time(), skip_empty=True,
+                                      hasher=hasher.for_files(files))
+        except (RunFailed, PublishFailed) as e:
+            print(f"newsbeam: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        if summary is None:
+            return None
+        print(format_summary(summary))
+        return EXIT_OK
 
     signals = StopSignals().install()
     try:
-        _check_output_writable(prep.ns.output)
+        check_output_writable(prep.ns.output)
         _LOG.warning("newsbeam: watching %s every %gs (state %s); stop with SIGINT or SIGTERM",
                      prep.ns.inputs[0], prep.ns.interval, prep.ns.state_dir)
         return watch_loop(poll, batch, prep.ns.interval, signals, StabilityFilter(), prep.ns.max_failures)
@@ -540,12 +220,6 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
     finally:
         signals.restore()
         lock.release()
-
-
-def _default_exclude():
-    from pipelines.options import DEFAULT_EXCLUDE
-
-    return DEFAULT_EXCLUDE
 
 
 def main(argv: list[str] | None = None) -> int:

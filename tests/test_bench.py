@@ -13,7 +13,7 @@ import fastavro
 import pytest
 from conftest import REPO
 
-from pipelines.cli import stage_seconds
+from pipelines.orchestrate import stage_seconds
 
 
 def _load(name: str, path: Path):

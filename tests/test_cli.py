@@ -2,8 +2,6 @@
 
 import gzip
 import json
-import os
-import platform
 import subprocess
 import sys
 
@@ -11,7 +9,6 @@ import pytest
 from conftest import REPO, SEEDS
 from helpers import read_output
 
-from pipelines import cli
 from pipelines.cli import main
 
 pytestmark = pytest.mark.slow
@@ -90,18 +87,3 @@ def test_help_lists_options():
                          cwd=REPO, check=True).stdout
     for option in ("--output", "--max-bytes", "--min-words", "--spacy-model", "--languages", "--state-dir"):
         assert option in out
-
-
-def test_limit_malloc_arenas_caps_this_process_and_the_workers_it_starts(monkeypatch):
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    applied = cli.limit_malloc_arenas(2)
-    assert os.environ["MALLOC_ARENA_MAX"] == "2"  # inherited by local worker processes
-    assert applied == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
-
-
-def test_limit_malloc_arenas_keeps_the_users_setting(monkeypatch):
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    cli.limit_malloc_arenas(2)
-    assert os.environ["MALLOC_ARENA_MAX"] == "4"
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "lots")
-    assert cli.limit_malloc_arenas(2) is False  # an unusable value changes nothing

@@ -247,7 +247,8 @@ def test_transform_rejects_bad_arguments():
 
 
 def test_the_summary_counts_articles_without_a_model():
-    from pipelines.cli import build_summary, format_summary
+    from pipelines.cli import format_summary
+    from pipelines.orchestrate import build_summary
 
     tallies = [{"kind": "articles", "key": "en", "count": 3}, {"kind": "articles", "key": "de", "count": 2},
                {"kind": "entities", "key": "no_model:de", "count": 2}]
