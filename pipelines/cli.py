@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
-
-from pipelines.orchestrate import version
 
 __all__ = ["main", "format_summary"]
 
@@ -47,6 +46,7 @@ batch; a second one stops at once (the batch is then not committed).
 
 def _build_parser():
     from pipelines.options import NewsbeamOptions
+    from pipelines.orchestrate import version
 
     parser = argparse.ArgumentParser(
         prog="newsbeam",
@@ -64,6 +64,8 @@ def _build_parser():
     run.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz), "
                           "folder, or glob; local or any Beam FileSystems URL")
+    run.add_argument("--verbose", action="store_true",
+                     help="show Beam's and the workers' logs, and the traceback of a failure")
     NewsbeamOptions._add_argparse_args(run)
     watch = sub.add_parser(
         "watch", help="process a folder incrementally as files arrive, until SIGINT/SIGTERM",
@@ -73,19 +75,28 @@ def _build_parser():
                        help="seconds between checks of INPUT_DIR (default: 60)")
     watch.add_argument("--max-failures", dest="max_failures", type=int, default=3,
                        help="exit with status 1 after this many failed batches in a row (default: 3)")
+    watch.add_argument("--verbose", action="store_true",
+                       help="show Beam's and the workers' logs, and the traceback of a failure")
     NewsbeamOptions._add_argparse_args(watch)
     return parser
 
 
 def format_summary(summary: dict) -> str:
+    from pipelines.console import plural
+
     lines = [
-        f"newsbeam: {summary['inputs']['records']} input records from {summary['inputs']['files']} files "
+        f"newsbeam: {plural(summary['inputs']['records'], 'input record')} from "
+        f"{plural(summary['inputs']['files'], 'file')} "
         f"in {summary['timings']['wall_seconds']:.1f}s",
         f"  articles kept: {summary['articles']}",
         "  duplicates:    {total}".format(**summary["duplicates"]) + "".join(
             f" ({k} {v})" for k, v in summary["duplicates"].items() if k != "total"),
         f"  rejected:      {summary['rejected']['total']}",
     ]
+    for reason, n in summary["inputs"].get("skipped", {}).items():
+        what = {"not_a_regular_file": "not regular files (FIFOs, sockets, devices), never opened",
+                "newsbeam_output": "inside newsbeam's own output or state folder"}.get(reason, reason)
+        lines.insert(1, f"  skipped:       {n} {'path' if n == 1 else 'paths'} {what}")
     for reason, n in summary["rejected"].items():
         if reason != "total":
             lines.append(f"    {reason}: {n}")
@@ -108,7 +119,68 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+EXIT_SIGINT = 128 + 2
+EXIT_SIGTERM = 128 + 15
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+
+
+def _stop_children() -> None:
+    """End the local worker processes an interrupted run started: none is left behind."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=3)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
 def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
+    import signal
+
+    from pipelines.console import StderrGate
+
+    gate = StderrGate(verbose=getattr(argv_ns, "verbose", False))
+
+    def on_signal(signum, frame):
+        # Close the gate before anything unwinds: the workers got the same
+        # signal and are printing their tracebacks right now.
+        gate.shut()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    # A SIGINT the caller ignores (a background job of a script) stays ignored.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        with gate:
+            return _run(argv_ns, beam_args)
+    except (KeyboardInterrupt, Terminated) as e:
+        gate.shut()
+        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_children()
+        gate.say(f"newsbeam: interrupted ({'SIGTERM' if code == EXIT_SIGTERM else 'SIGINT'}); nothing was written, "
+                 f"the previous output is kept (exit status {code})")
+        # Beam's runner threads may still wait on the workers just ended;
+        # leave at once rather than hang in interpreter shutdown.
+        os._exit(code)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.orchestrate import (
         PublishFailed,
         RunFailed,
@@ -186,7 +258,7 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
 
     def poll() -> list:
         try:
-            return plan_inputs(prep.ns.inputs, exclude)
+            return plan_inputs(prep.ns.inputs, exclude, never_read=prep.never_read())
         except UsageError:
             return []  # nothing there (yet)
 
@@ -222,13 +294,68 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         lock.release()
 
 
+def _beam_option_names() -> set[str]:
+    """Every --flag that some Beam PipelineOptions class defines."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    names: set[str] = set()
+    pending = list(PipelineOptions.__subclasses__())
+    seen = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        parser = argparse.ArgumentParser(add_help=False)
+        try:
+            cls._add_argparse_args(parser)
+        except Exception:  # an options class that cannot register here is no option we can check
+            continue
+        for action in parser._actions:
+            names.update(o for o in action.option_strings if o.startswith("--"))
+    return names
+
+
+def check_unknown_options(extra: list[str], known: list[str]) -> str | None:
+    """A usage message for the first --option in ``extra`` that neither
+    newsbeam nor Beam defines (None when all are real), naming the closest."""
+    import difflib
+
+    beam_names = _beam_option_names()
+    for arg in extra:
+        if not arg.startswith("--"):
+            if arg.startswith("-") and len(arg) > 1 and not arg[1:].replace(".", "").isdigit():
+                return f"unknown option {arg!r}"
+            continue
+        name = arg.split("=", 1)[0]
+        if name in beam_names:
+            continue
+        close = difflib.get_close_matches(name, sorted(set(known) | beam_names), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; see 'newsbeam run --help'"
+        return f"unknown option {name!r}{hint}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    parser = _build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in argv
+    # Beam logs at import (apitools, bigquery) and per bundle; those are for
+    # --verbose. newsbeam's own warnings stay.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+    if not verbose:
+        logging.getLogger().setLevel(logging.ERROR)
+        _LOG.setLevel(logging.WARNING)
+    parser = _build_parser()
     ns, extra = parser.parse_known_args(argv)
     if ns.command is None:
         parser.print_help()
+        return EXIT_USAGE
+    sub = parser._subparsers._group_actions[0].choices[ns.command]
+    problem = check_unknown_options(extra, [o for a in sub._actions for o in a.option_strings])
+    if problem:
+        print(f"newsbeam: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if ns.command == "run":
         return run(ns, extra)

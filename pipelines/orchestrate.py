@@ -14,8 +14,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from importlib import metadata
 
 from apache_beam.io.filesystems import FileSystems
@@ -24,7 +26,7 @@ __all__ = [
     "Prepared", "RunFailed", "PublishFailed", "prepare", "check_output_writable", "beam_options",
     "make_runner", "limit_malloc_arenas", "build_summary", "stage_seconds", "user_counters",
     "run_standalone", "run_incremental", "acquire_lock", "default_exclude", "version",
-    "RECORD_FOLDERS", "LAUNCHER_ARGS",
+    "RECORD_FOLDERS", "LAUNCHER_ARGS", "failure_line", "root_cause",
 ]
 
 RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
@@ -33,7 +35,7 @@ RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
 MULTIPROCESS_MIN_BYTES = 512 * 1024
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 # Launcher-only arguments: not pipeline options.
-LAUNCHER_ARGS = ("command", "inputs", "interval", "max_failures")
+LAUNCHER_ARGS = ("command", "inputs", "interval", "max_failures", "verbose")
 
 _LOG = logging.getLogger("newsbeam")
 # glibc gives each thread that allocates its own malloc arena and keeps freed
@@ -57,6 +59,39 @@ def version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit)\b:?.*)$")
+
+
+def root_cause(error: BaseException) -> str:
+    """The one line that says what went wrong, out of Beam's wrapped errors
+    (a worker's failure arrives as a RuntimeError holding its traceback)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error) or type(error).__name__
+    found = [m.group(1) for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    line = found[-1] if found else next((t.strip() for t in text.splitlines() if t.strip()), text)
+    if not found and not line.startswith(type(error).__name__):
+        line = f"{type(error).__name__}: {line}"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def failure_line(error: BaseException, outcome: str) -> str:
+    """'<what failed>; <what it means for the output> (details in <log>)': the
+    traceback goes to a log file, the user gets one line."""
+    import tempfile
+    import traceback
+
+    _LOG.debug("run failed", exc_info=error)
+    try:
+        fd, log = tempfile.mkstemp(prefix="newsbeam-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(traceback.format_exception(error)))
+        where = f" (traceback in {log}; --verbose shows it)"
+    except OSError:
+        where = " (--verbose shows the traceback)"
+    return f"the run failed: {root_cause(error)}; {outcome}{where}"
 
 
 def check_output_writable(output: str) -> None:
@@ -238,6 +273,11 @@ class Prepared:
     beam_args: list[str]
     files: list
     models: dict
+    skipped: dict = field(default_factory=dict)  # planned paths not read, by reason
+
+    def never_read(self) -> tuple[str, ...]:
+        """newsbeam's own folders: never inputs, wherever they sit."""
+        return tuple(f for f in (self.ns.output, self.ns.state_dir) if f)
 
 
 def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool = False) -> Prepared:
@@ -247,8 +287,10 @@ def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool 
     from pipelines.plan import UsageError, plan_inputs
 
     ns = argparse.Namespace(**vars(ns))
+    skipped: Counter = Counter()
     try:
-        files = plan_inputs(ns.inputs, tuple(ns.exclude) if ns.exclude else default_exclude())
+        files = plan_inputs(ns.inputs, tuple(ns.exclude) if ns.exclude else default_exclude(),
+                            never_read=tuple(f for f in (ns.output, ns.state_dir) if f), skipped=skipped)
     except UsageError:
         # watch: a folder that exists but holds nothing yet is fine.
         if not (empty_folder_ok and all(FileSystems.get_scheme(i) is not None or os.path.isdir(i)
@@ -268,7 +310,7 @@ def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool 
         for name in ("state_dir", "output"):
             if FileSystems.get_scheme(getattr(ns, name)) is None:
                 setattr(ns, name, os.path.abspath(getattr(ns, name)))
-    return Prepared(ns, beam_args, files, models)
+    return Prepared(ns, beam_args, files, models, dict(sorted(skipped.items())))
 
 
 def execute(prep: Prepared, files: list, out_dir: str, final_output: str, started: float,
@@ -284,7 +326,9 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
     ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
     options, nb = beam_options(prep.beam_args, ns, total_bytes)
     schemas = load_schemas()
-    _LOG.warning("newsbeam: %d input files (%.1f MB) -> %s", len(files), total_bytes / 1e6, final_output)
+    from pipelines.console import human_bytes, plural
+
+    _LOG.warning("newsbeam: %s (%s) -> %s", plural(len(files), "input file"), human_bytes(total_bytes), final_output)
     pipeline_started = time.time()
     p = beam.Pipeline(runner=make_runner(options), options=options)
     build_pipeline(p, files, nb, schemas, state_in=state_in, state_out=state_out)
@@ -294,6 +338,8 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
 
     tallies, top = _read_summary_parts(out_dir)
     summary = build_summary(tallies, top, len(files))
+    if prep.skipped:
+        summary["inputs"]["skipped"] = prep.skipped
     summary.update({
         "output": final_output,
         "versions": _versions(prep.models),
@@ -322,13 +368,14 @@ def run_standalone(prep: Prepared, started: float) -> dict:
     staging = FileSystems.join(output, STAGING, run_id)
     try:
         summary = execute(prep, prep.files, staging, output, started)
-    except Exception as e:
-        _LOG.debug("pipeline failed", exc_info=True)
+    except BaseException as e:  # an interrupt too: its staging folder must go
         try:
             discard_staging(output, run_id)
         except Exception as cleanup:  # cleaning up must not hide the real outcome
             _LOG.warning("newsbeam: could not remove %s: %s", staging, cleanup)
-        raise RunFailed(f"the run failed: {e}") from e
+        if not isinstance(e, Exception):
+            raise
+        raise RunFailed(failure_line(e, f"the previous output in {output} is intact")) from e
     publish_flat(staging, output, always_replace=(*RECORD_FOLDERS, SUMMARY_DIR, "summary.json"))
     discard_staging(output)  # what killed runs left behind
     return summary
@@ -356,18 +403,18 @@ def run_incremental(prep: Prepared, store, files: list, started: float, skip_emp
                           FileSystems.join(output, RUNS, run_id), started, state_in, pending, extra)
         store.seal(run_id, manifest, selection)
         store.commit(run_id, output)
-    except Exception as e:
-        _LOG.debug("pipeline failed", exc_info=True)
+    except BaseException as e:  # an interrupt too: the pending run must be abandoned
         try:
             store.abandon(run_id)
         except Exception as cleanup:
             _LOG.warning("newsbeam: run %s left files the next run removes: %s", run_id, cleanup)
-        raise RunFailed(f"the run failed: {e}") from e
+        if not isinstance(e, Exception):
+            raise
+        raise RunFailed(failure_line(e, f"nothing was committed; the previous output in {output} is intact")) from e
     try:
         store.roll_forward(run_id, output)
         prune_runs(output, prep.ns.keep_runs)
     except Exception as e:
-        _LOG.debug("publishing failed", exc_info=True)
         raise PublishFailed(f"run {run_id} is committed but publishing it failed ({e}); "
                             "the next run finishes publishing it") from e
     return summary

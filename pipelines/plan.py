@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
+from collections import Counter
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
@@ -42,14 +44,41 @@ def _is_hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/") if part)
 
 
-def plan_inputs(inputs: list[str], exclude: tuple[str, ...] = ()) -> list[InputFile]:
+def _not_regular(path: str) -> bool:
+    """A local FIFO, socket or device: opening one can block forever or read
+    without end, so it is never opened. Object-store paths are always files."""
+    if FileSystems.get_scheme(path) not in (None, "file"):
+        return False
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # vanished since the match: reading it will say so
+
+
+def _normalise(folder: str) -> str:
+    folder = folder.rstrip("/")
+    return os.path.abspath(folder) if FileSystems.get_scheme(folder) in (None, "file") else folder
+
+
+def _inside(path: str, folders: tuple[str, ...]) -> bool:
+    path = _normalise(path)
+    return any(path == f or path.startswith(f + "/") for f in folders)
+
+
+def plan_inputs(inputs: list[str], exclude: tuple[str, ...] = (), never_read: tuple[str, ...] = (),
+                skipped: Counter | None = None) -> list[InputFile]:
     """Expand files, directories (recursively) and globs into input files.
 
     Files whose name matches an ``exclude`` pattern are left out. Raises
     UsageError for an input that matches nothing. Hidden files and
     folders (``.git``, editor swap files) are skipped when a directory is
-    expanded, since nobody keeps articles there.
+    expanded, since nobody keeps articles there. Files inside a
+    ``never_read`` folder (newsbeam's own output, state and staging, wherever
+    they sit) and files that are not regular files (FIFOs, sockets, devices)
+    are skipped and counted in ``skipped`` by reason.
     """
+    never_read = tuple(_normalise(f) for f in never_read if f)
+    skipped = Counter() if skipped is None else skipped
     if not inputs:
         raise UsageError("no input given: pass files, directories or globs")
     planned: dict[str, InputFile] = {}
@@ -77,6 +106,12 @@ def plan_inputs(inputs: list[str], exclude: tuple[str, ...] = ()) -> list[InputF
         for m, key in matches:
             name = key.rsplit("/", 1)[-1]
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+                continue
+            if never_read and _inside(m.path, never_read):
+                skipped["newsbeam_output"] += 1
+                continue
+            if _not_regular(m.path):
+                skipped["not_a_regular_file"] += 1
                 continue
             planned.setdefault(m.path, InputFile(path=m.path, source=m.path, key=key, size=m.size, mtime=m.mtime))
     return sorted(planned.values(), key=lambda f: f.path)

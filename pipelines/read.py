@@ -32,6 +32,8 @@ __all__ = [
     "format_of",
     "parse_payload",
     "read_limited",
+    "parse_json",
+    "json_depth",
 ]
 
 STAGE = "read"
@@ -48,6 +50,13 @@ AUTHOR_FIELDS = ("author", "authors", "byline")
 PUBLISHED_FIELDS = ("published", "date", "published_at", "datePublished", "pubdate")
 URL_FIELDS = ("url", "link")
 LANGUAGE_FIELDS = ("language", "lang")
+# Export formats that wrap the article one level down.
+WRAPPER_FIELDS = ("article", "data", "item")
+# Deeper JSON than this is no article; it is also what keeps later recursion
+# (field flattening, Beam's coders) within Python's stack.
+MAX_JSON_DEPTH = 64
+# How much of a pathological record is kept as the rejected record's raw text.
+RAW_LIMIT = 64 * 1024
 
 # Bytes sniffed for NUL characters: binary formats (images, PDFs, archives)
 # show one almost at once, text in UTF-8 or a legacy 8-bit code page never.
@@ -178,17 +187,58 @@ def _first(obj: dict, names: Iterable[str]):
     return None
 
 
-def _as_text(value) -> str | None:
+def _as_text(value, sep: str = ", ") -> str | None:
+    """A field's value as text; lists are joined with ``sep``. Values are at
+    most MAX_JSON_DEPTH deep by then (parse_json), so the recursion is bounded."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        parts = [_as_text(v) for v in value]
-        return ", ".join(p for p in parts if p)
+        parts = [_as_text(v, sep) for v in value]
+        return sep.join(p for p in parts if p)
     if isinstance(value, dict):
-        return _as_text(_first(value, ("name", "text", "value")))
+        return _as_text(_first(value, ("name", "text", "value")), sep)
     return str(value)
+
+
+class JsonTooDeep(ValueError):
+    pass
+
+
+def _parse_int(digits: str):
+    # Python refuses int() of more than 4,300 digits (a DoS guard); a long
+    # number in an unrelated field must not reject the article, and none of
+    # the fields newsbeam reads is a number, so it stays as written.
+    return int(digits) if len(digits) <= 4000 else digits
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(text: str):
+    """json.loads that any input survives: numbers of any length, nesting
+    bounded by MAX_JSON_DEPTH (JsonTooDeep), ValueError for invalid JSON."""
+    try:
+        value = json.loads(text, parse_int=_parse_int)
+    except RecursionError as e:
+        raise JsonTooDeep(f"nested deeper than {MAX_JSON_DEPTH} levels") from e
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise JsonTooDeep(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
 
 
 def _split_title_body(text: str) -> tuple[str | None, str]:
@@ -200,14 +250,39 @@ def _split_title_body(text: str) -> tuple[str | None, str]:
     return None, ""
 
 
+def _find_article(obj: dict) -> dict:
+    """The object holding the article: ``obj`` itself, or one nested one level
+    down under a wrapper key (``{"article": {...}}``, ``{"data": {...}}``)."""
+    if _first(obj, TEXT_FIELDS) is not None and not isinstance(_first(obj, TEXT_FIELDS), dict):
+        return obj
+    for name in WRAPPER_FIELDS:
+        inner = obj.get(name)
+        if isinstance(inner, dict) and _first(inner, TEXT_FIELDS) is not None:
+            return {**{k: v for k, v in obj.items() if k != name}, **inner}
+    return obj
+
+
+def _no_text_message(obj: dict) -> str:
+    message = f"no non-empty text field (looked for {', '.join(TEXT_FIELDS)}"
+    wrappers = [k for k in obj if isinstance(obj[k], (dict, list)) and obj[k]]
+    if wrappers:
+        message += f", and one level down under {', '.join(WRAPPER_FIELDS)}); found {', '.join(wrappers[:5])}"
+        message += " holding objects or lists, but no article text in them"
+    else:
+        keys = ", ".join(list(obj)[:10]) or "none"
+        message += f"); fields present: {keys}"
+    return message
+
+
 def _from_json_object(obj, source: str, key: str, record_no: int, payload: bytes | str) -> dict:
     if not isinstance(obj, dict):
         return rejected(source, STAGE, "invalid_json",
                         f"expected a JSON object, got {type(obj).__name__}", _raw(payload))
-    text = _as_text(_first(obj, TEXT_FIELDS))
+    obj = _find_article(obj)
+    # A body given as a list of strings is a list of paragraphs.
+    text = _as_text(_first(obj, TEXT_FIELDS), sep="\n\n")
     if not text or not text.strip():
-        return rejected(source, STAGE, "no_text",
-                        f"no non-empty text field (looked for {', '.join(TEXT_FIELDS)})", _raw(payload))
+        return rejected(source, STAGE, "no_text", _no_text_message(obj), _raw(payload))
     return {
         "id": article_id(key, record_no, payload),
         "source": source,
@@ -259,7 +334,10 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
         }
     elif fmt == "json":
         try:
-            obj = json.loads(text)
+            obj = parse_json(text)
+        except JsonTooDeep as e:
+            yield rejected(source, STAGE, "too_deep", f"JSON {e}", text[:RAW_LIMIT])
+            return
         except ValueError as e:
             yield rejected(source, STAGE, "invalid_json", f"not valid JSON: {e}", text)
             return
@@ -270,7 +348,10 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
                 continue  # blank separator lines are not records
             line_source = f"{source}#{line_no}"
             try:
-                obj = json.loads(line)
+                obj = parse_json(line)
+            except JsonTooDeep as e:
+                yield rejected(line_source, STAGE, "too_deep", f"line {line_no}: JSON {e}", line[:RAW_LIMIT])
+                continue
             except ValueError as e:
                 yield rejected(line_source, STAGE, "invalid_json", f"line {line_no} is not valid JSON: {e}", line)
                 continue

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SEEDS
+from conftest import REPO, SEED, SEEDS
 from helpers import read_output
 
 from pipelines.cli import main
@@ -87,3 +87,129 @@ def test_help_lists_options():
                          cwd=REPO, check=True).stdout
     for option in ("--output", "--max-bytes", "--min-words", "--spacy-model", "--languages", "--state-dir"):
         assert option in out
+
+
+# --- strict options, clean failures and interrupts (issue 15) ---------------
+
+def test_a_misspelled_option_is_a_usage_error_naming_the_closest(tmp_path, capsys):
+    assert main(["run", str(SEEDS), "--output", str(tmp_path / "o"), "--min-wrods=500"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-wrods" in err and "did you mean --min-words" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_beam_options_pass_the_check_and_unknown_ones_do_not():
+    from pipelines.cli import check_unknown_options
+
+    known = ["--output", "--min-words"]
+    assert check_unknown_options(["--runner=PortableRunner", "--job_endpoint=localhost:8099",
+                                  "--environment_type", "EXTERNAL", "--direct_num_workers=2"], known) is None
+    assert "did you mean --direct_num_workers" in check_unknown_options(["--direct_num_worker=2"], known)
+    assert check_unknown_options(["--no-such-thing"], known).startswith("unknown option '--no-such-thing'")
+
+
+def test_a_failed_run_says_so_in_one_line_and_keeps_the_previous_output(tmp_path, capsys, monkeypatch):
+    from pipelines import orchestrate
+
+    out = tmp_path / "out"
+    assert main(["run", str(SEEDS), "--output", str(out)]) == 0
+    before = (out / "summary.json").read_text()
+    capsys.readouterr()
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Pipeline failed\nTraceback (most recent call last):\n  File x\n"
+                           "OSError: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(orchestrate, "execute", failing)
+    assert main(["run", str(SEEDS), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "OSError: [Errno 28] No space left on device" in err[0] and "is intact" in err[0]
+    assert "Traceback" not in err[0]
+    log = err[0].split("traceback in ", 1)[1].split(";", 1)[0]
+    assert "No space left" in open(log).read()
+    assert (out / "summary.json").read_text() == before
+    assert not list((out / ".staging").glob("*")) if (out / ".staging").exists() else True
+
+
+def test_output_inside_the_input_folder_is_never_read_back(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / SEED.name).write_bytes(SEED.read_bytes())
+    for _ in range(2):
+        assert main(["run", str(folder), "--output", str(folder / "out")]) == 0
+    summary = json.loads((folder / "out" / "summary.json").read_text())
+    assert summary["inputs"]["files"] == 1 and summary["inputs"]["records"] == 1
+    assert summary["inputs"]["skipped"]["newsbeam_output"] > 0
+    assert "skipped:" in capsys.readouterr().out
+
+
+def test_a_fifo_in_the_input_folder_is_skipped_not_opened(tmp_path):
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / SEED.name).write_bytes(SEED.read_bytes())
+    os.mkfifo(folder / "stuck.txt")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "pipelines", "run", str(folder), "--output", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = read_output(out)
+    summary = result["summary"]
+    assert summary["inputs"]["skipped"] == {"not_a_regular_file": 1}
+    assert summary["inputs"]["records"] == len(result["articles"]) + len(result["duplicates"]) + len(
+        result["rejected"]) == 1
+
+
+def _article_folder(folder, n=320):
+    """n distinct articles, over the size at which two worker processes start."""
+    import random
+
+    rng = random.Random(7)
+    words = ("market council river station winter harbour budget minister league trial energy "
+             "school museum railway festival report season village contract storm").split()
+    folder.mkdir()
+    for i in range(n):
+        body = " ".join(rng.choice(words) for _ in range(350))
+        (folder / f"a{i:04d}.txt").write_text(f"Story number {i}\n\n{body}.\n")
+
+
+@pytest.mark.parametrize("signame,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_is_one_line_exit_status_and_no_orphans(tmp_path, signame, status):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    folder = tmp_path / "in"
+    _article_folder(folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"previous": true}')
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(folder), "--output", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        workers = []
+        while time.time() < deadline and len(workers) < 2:  # wait until the run is under way
+            time.sleep(0.5)
+            workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                       if "sdk_worker_main" in " ".join(c.cmdline())]
+        assert workers, "the run never started its workers"
+        time.sleep(2)
+        everyone = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert proc.returncode == status, err.decode()
+    assert len(lines) <= 3 and "Traceback" not in err.decode(), lines
+    assert "interrupted" in lines[-1] and "previous output is kept" in lines[-1]
+    time.sleep(0.5)
+    assert not [c for c in everyone if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert (out / "summary.json").read_text() == '{"previous": true}'
+    assert not list((out / ".staging").glob("*")) if (out / ".staging").exists() else True

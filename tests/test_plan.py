@@ -27,3 +27,31 @@ def test_missing_input_is_a_usage_error(tmp_path):
         plan_inputs([str(tmp_path / "nope")])
     with pytest.raises(UsageError):
         plan_inputs([])
+
+
+def test_fifos_are_skipped_and_counted_never_opened(tmp_path):
+    import os
+    from collections import Counter
+
+    (tmp_path / "a.txt").write_text("a")
+    os.mkfifo(tmp_path / "pipe.txt")  # opening it would block forever
+    skipped = Counter()
+    planned = plan_inputs([str(tmp_path)], skipped=skipped)
+    assert [f.key for f in planned] == ["a.txt"]
+    assert skipped == {"not_a_regular_file": 1}
+
+
+def test_newsbeam_folders_inside_the_input_are_never_inputs(tmp_path):
+    from collections import Counter
+
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "out" / "articles").mkdir(parents=True)
+    (tmp_path / "out" / "summary.json").write_text("{}")
+    (tmp_path / "out" / "articles" / "part.avro").write_bytes(b"x")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "manifest.json").write_text("{}")
+    skipped = Counter()
+    planned = plan_inputs([str(tmp_path)], never_read=(str(tmp_path / "out") + "/", str(tmp_path / "state")),
+                          skipped=skipped)
+    assert [f.key for f in planned] == ["a.txt"]
+    assert skipped == {"newsbeam_output": 3}

@@ -13,6 +13,8 @@ from pipelines.read import (
     article_id,
     decode_bytes,
     format_of,
+    json_depth,
+    parse_json,
     parse_payload,
     read_limited,
 )
@@ -119,3 +121,54 @@ def test_read_articles_transform(tmp_path, test_pipeline):
 def test_constructor_validates():
     with pytest.raises(ValueError):
         ReadArticles([], max_bytes=0)
+
+
+# --- hostile JSON (issue 15) -------------------------------------------------
+
+def _one(data: bytes, fmt: str = "json") -> list[dict]:
+    return list(parse_payload(data, "s.json", "s.json", fmt))
+
+
+def test_deeply_nested_json_is_rejected_not_a_crash():
+    deep = b'{"title": "t", "text": ' + b"[" * 600 + b'"x"' + b"]" * 600 + b"}"
+    [record] = _one(deep)
+    assert record["reason"] == "too_deep" and "64" in record["detail"]
+
+
+def test_a_jsonl_line_100000_deep_loses_only_itself():
+    data = b'{"text": "first body"}\n' + b"[" * 100_000 + b"]" * 100_000 + b'\n{"text": "second body"}\n'
+    records = _one(data, "jsonl")
+    assert [r.get("reason") for r in records] == [None, "too_deep", None]
+    assert [r["text"] for r in records if "reason" not in r] == ["first body", "second body"]
+    assert len(records[1]["raw"]) <= 64 * 1024
+
+
+def test_numbers_of_any_length_are_valid_json():
+    [record] = _one(b'{"title": "t", "text": "body here", "views": ' + b"9" * 5000 + b"}")
+    assert "reason" not in record and record["text"] == "body here"
+
+
+def test_a_list_of_strings_as_the_body_is_paragraphs():
+    [record] = _one(b'{"title": "t", "text": ["First paragraph.", "Second one."]}')
+    assert record["text"] == "First paragraph.\n\nSecond one."
+
+
+@pytest.mark.parametrize("wrapper", ["article", "data", "item"])
+def test_an_article_one_level_down_under_a_known_key_is_found(wrapper):
+    data = json.dumps({"status": "ok", wrapper: {"headline": "H", "body": "The body.", "url": "u"}}).encode()
+    [record] = _one(data)
+    assert (record["title"], record["text"], record["url"]) == ("H", "The body.", "u")
+
+
+def test_no_text_message_names_the_keys_it_found():
+    [record] = _one(json.dumps({"payload": {"x": 1}, "meta": "m"}).encode())
+    assert record["reason"] == "no_text" and "payload" in record["detail"]
+    [record] = _one(json.dumps({"meta": "m"}).encode())
+    assert "fields present: meta" in record["detail"]
+
+
+def test_parse_json_and_depth():
+    assert parse_json('{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+    assert json_depth({"a": [1, {"b": 2}]}) == 3 and json_depth(5) == 0
+    with pytest.raises(ValueError):
+        parse_json("[" * 70 + "]" * 70)
