@@ -72,6 +72,7 @@ __all__ = [
     "UNKNOWN",
     "AggregateEntities",
     "CalendarMonthWindows",
+    "MergeCounts",
     "TopEntities",
     "WriteEntityCountsCsv",
     "csv_bytes",
@@ -379,6 +380,28 @@ class AggregateEntities(beam.PTransform):
             | "Reconcile" >> beam.ParDo(ReconcileLatenessFn(self._period, self._lateness)).with_input_types(
                 tuple[tuple[int, int], tuple[str, int]])
             | "LateOut" >> beam.WindowInto(window.GlobalWindows())
+        )
+
+
+def count_key(record: dict) -> tuple:
+    """(entity, label, language, period) of a count record -> its (mentions, documents)."""
+    return ((record["entity"], record["label"], record["language"], record["period"]),
+            (int(record["mentions"]), int(record["documents"])))
+
+
+class MergeCounts(beam.PTransform):
+    """Count records of disjoint sets of articles -> the counts of their union.
+
+    Both figures add up: ``documents`` counts articles, and no article is in
+    two of the sets. This is the combiner's merge step, for counts that were
+    computed in parts and kept on disk in between."""
+
+    def expand(self, records):
+        return (
+            records
+            | "KeyCounts" >> beam.Map(count_key)
+            | "SumCounts" >> beam.CombinePerKey(sum_pairs)
+            | "CountRecords" >> beam.Map(to_record)
         )
 
 

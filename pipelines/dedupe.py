@@ -67,6 +67,9 @@ __all__ = [
     "HISTORY_FOLDER",
     "SHINGLE_SCHEME",
     "DedupeArticles",
+    "DedupeDecisions",
+    "FingerprintArticles",
+    "KeepUnique",
     "ReadFingerprints",
     "WriteFingerprints",
     "band_keys",
@@ -85,7 +88,6 @@ __all__ = [
 STAGE = "dedupe"
 DUPLICATES_TAG = "duplicates"
 PENDING_TAG = "pending"
-SEEN_TAG = "seen"
 FINGERPRINTS_TAG = "fingerprints"
 HISTORY_FOLDER = "dedupe"
 FINGERPRINT_SCHEMA = "fingerprint"
@@ -318,9 +320,8 @@ class ResolveExactGroupFn(beam.DoFn):
         history = [record for kind, record in members if kind == "history"]
         kept, duplicates = resolve_exact_group(articles, history)
         if history:
-            if kept is not None:
+            if kept is not None:  # kept, and already in the history: nothing to decide or record
                 self._seen.inc()
-                yield beam.pvalue.TaggedOutput(SEEN_TAG, kept)
             for dup in duplicates:
                 self._history_exact.inc()
                 if kept is None:
@@ -413,7 +414,8 @@ class VerifyPairsFn(beam.DoFn):
 
 
 class FinalizeFn(beam.DoFn):
-    """Representative + its near decision + its waiting exact duplicates -> output records."""
+    """Representative + its near decision + its waiting exact duplicates ->
+    duplicate records, and the representative's fingerprint when it is kept."""
 
     def __init__(self):
         self._kept = Metrics.counter(STAGE, "kept")
@@ -423,32 +425,55 @@ class FinalizeFn(beam.DoFn):
 
     def process(self, element):
         _, grouped = element
-        (article,) = grouped["article"]
+        (fp,) = grouped["fingerprint"]
         pending = sorted(grouped["pending"], key=lambda d: d["id"])
         if grouped["near"]:
             ((kept_id, sim, in_history),) = grouped["near"]
-            for dup in [duplicate_record(article, kept_id, "near", sim), *pending]:
+            for dup in [duplicate_record(fp, kept_id, "near", sim), *pending]:
                 self._near.inc()
                 if in_history:
                     self._history_matches.inc()
-                yield beam.pvalue.TaggedOutput(DUPLICATES_TAG, {
-                    **dup, "duplicate_of": kept_id, "method": "near", "similarity": float(sim)})
+                yield {**dup, "duplicate_of": kept_id, "method": "near", "similarity": float(sim)}
             return
         self._kept.inc()
-        yield article
-        for fp in grouped["fingerprint"]:
-            yield beam.pvalue.TaggedOutput(FINGERPRINTS_TAG, fp)
+        yield beam.pvalue.TaggedOutput(FINGERPRINTS_TAG, fp)
         for dup in pending:
             self._exact.inc()
-            yield beam.pvalue.TaggedOutput(DUPLICATES_TAG, dup)
+            yield dup
 
 
-class DedupeArticles(beam.PTransform):
-    """Clean articles -> {'articles': kept, 'duplicates': duplicate records,
-    'fingerprints': history records of this run's kept articles}.
+class KeepUniqueFn(beam.DoFn):
+    """(id, {article, duplicate}) -> the article, unless the decisions made it a duplicate."""
 
-    ``history`` is an optional PCollection of fingerprint records from earlier
-    runs (see ``ReadFingerprints``).
+    def __init__(self):
+        self._unknown = Metrics.counter(STAGE, "decisions_without_article")
+
+    def process(self, element):
+        _, grouped = element
+        if grouped["duplicate"]:
+            if not grouped["article"]:
+                self._unknown.inc()
+            return
+        yield from grouped["article"]
+
+
+class FingerprintArticles(beam.PTransform):
+    """Clean articles -> fingerprint records (``schemas/fingerprint.avsc``): all
+    that the dedupe decisions need of an article, a few hundred bytes to a few
+    KB instead of the article itself."""
+
+    def expand(self, articles):
+        return articles | "Fingerprint" >> beam.Map(fingerprint)
+
+
+class DedupeDecisions(beam.PTransform):
+    """Fingerprints of this run's articles -> {'duplicates': one duplicate record
+    per article that is not kept, 'fingerprints': the fingerprints of the
+    articles newly kept (the history to record)}.
+
+    Every article without a duplicate record is kept. ``history`` is an
+    optional PCollection of fingerprint records from earlier runs (see
+    ``ReadFingerprints``).
     """
 
     def __init__(self, threshold: float = 0.8, history: beam.PCollection | None = None,
@@ -463,23 +488,22 @@ class DedupeArticles(beam.PTransform):
         self._bucket_cap = bucket_cap
         self._bands, self._rows = lsh_bands(threshold)
 
-    def expand(self, articles):
+    def expand(self, fingerprints):
         history = self._history
         if history is None:
-            history = articles.pipeline | "NoHistory" >> beam.Create([])
+            history = fingerprints.pipeline | "NoHistory" >> beam.Create([])
 
         exact = (
-            (articles | "KeyArticleByHash" >> beam.Map(lambda a: (a["content_hash"], ("article", a))),
+            (fingerprints | "KeyArticleByHash" >> beam.Map(lambda a: (a["content_hash"], ("article", a))),
              history | "KeyHistoryByHash" >> beam.Map(lambda h: (h["content_hash"], ("history", h))))
             | "ExactCandidates" >> beam.Flatten()
             | "GroupExact" >> beam.GroupByKey()
             | "ResolveExact" >> beam.ParDo(ResolveExactGroupFn()).with_outputs(
-                DUPLICATES_TAG, PENDING_TAG, SEEN_TAG, main="representatives")
+                DUPLICATES_TAG, PENDING_TAG, main="representatives")
         )
-        representatives = exact.representatives
-        fingerprints = representatives | "Fingerprint" >> beam.Map(lambda a: (a["id"], fingerprint(a)))
+        representatives = exact.representatives | "KeyRepresentative" >> beam.Map(lambda fp: (fp["id"], fp))
         nodes = (
-            (fingerprints | "CurrentNodes" >> beam.MapTuple(
+            (representatives | "CurrentNodes" >> beam.MapTuple(
                 lambda id_, fp: (id_, (node_order(fp, history=False), fp["shingles"]))),
              history | "HistoryNodes" >> beam.ParDo(HistoryNodeFn()))
             | "AllNodes" >> beam.Flatten()
@@ -505,17 +529,57 @@ class DedupeArticles(beam.PTransform):
             | "ResolveNear" >> beam.FlatMap(lambda kv: sorted(resolve_near(kv[1]).items()))
         )
         final = (
-            {"article": representatives | "KeyRepresentative" >> beam.Map(lambda a: (a["id"], a)),
-             "fingerprint": fingerprints, "near": near, "pending": exact[PENDING_TAG]}
+            {"fingerprint": representatives, "near": near, "pending": exact[PENDING_TAG]}
             | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Finalize" >> beam.ParDo(FinalizeFn()).with_outputs(
-                DUPLICATES_TAG, FINGERPRINTS_TAG, main="articles")
+            | "Finalize" >> beam.ParDo(FinalizeFn()).with_outputs(FINGERPRINTS_TAG, main="duplicates")
         )
         return {
-            "articles": (final.articles, exact[SEEN_TAG]) | "AllKept" >> beam.Flatten(),
-            "duplicates": (exact[DUPLICATES_TAG], final[DUPLICATES_TAG]) | "AllDuplicates" >> beam.Flatten(),
+            "duplicates": (exact[DUPLICATES_TAG], final.duplicates) | "AllDuplicates" >> beam.Flatten(),
             "fingerprints": final[FINGERPRINTS_TAG],
         }
+
+
+class KeepUnique(beam.PTransform):
+    """Articles -> those without a duplicate record in ``duplicates`` (the
+    output of ``DedupeDecisions`` over their fingerprints)."""
+
+    def __init__(self, duplicates: beam.PCollection):
+        super().__init__()
+        if duplicates is None:
+            raise ValueError("duplicates is required")
+        self._duplicates = duplicates
+
+    def expand(self, articles):
+        return (
+            {"article": articles | "KeyArticle" >> beam.Map(lambda a: (a["id"], a)),
+             "duplicate": self._duplicates | "KeyDuplicate" >> beam.Map(lambda d: (d["id"], True))}
+            | "JoinDuplicates" >> beam.CoGroupByKey()
+            | "DropDuplicates" >> beam.ParDo(KeepUniqueFn())
+        )
+
+
+class DedupeArticles(beam.PTransform):
+    """Clean articles -> {'articles': kept, 'duplicates': duplicate records,
+    'fingerprints': history records of this run's kept articles}.
+
+    Three steps, each usable alone: ``FingerprintArticles`` reduces each
+    article to what the decisions need, ``DedupeDecisions`` decides over the
+    fingerprints (with the ``history`` of earlier runs, an optional
+    PCollection of fingerprint records, see ``ReadFingerprints``), and
+    ``KeepUnique`` keeps the articles the decisions did not fold. A run that
+    is executed in parts (``pipelines.orchestrate``) runs the same three with
+    the fingerprints kept on disk in between.
+    """
+
+    def __init__(self, threshold: float = 0.8, history: beam.PCollection | None = None,
+                 bucket_cap: int = DEFAULT_BUCKET_CAP):
+        super().__init__()
+        self._decisions = DedupeDecisions(threshold, history, bucket_cap)
+
+    def expand(self, articles):
+        decisions = articles | "Fingerprints" >> FingerprintArticles() | "Decide" >> self._decisions
+        kept = articles | "KeepUnique" >> KeepUnique(decisions["duplicates"])
+        return {"articles": kept, "duplicates": decisions["duplicates"], "fingerprints": decisions["fingerprints"]}
 
 
 def read_fingerprint_file(readable) -> Iterator[dict]:

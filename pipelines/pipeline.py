@@ -1,5 +1,21 @@
 """Composition of the stages: read -> clean -> dedupe -> detect-language ->
-extract-entities -> aggregate -> write. Nothing here but wiring."""
+extract-entities -> aggregate -> write. Nothing here but wiring.
+
+``build_pipeline`` is the whole run as one Beam pipeline (what a cluster
+runner executes: its shuffle handles any size). The ``build_*_phase``
+functions cut the same stages into four pipelines that meet through files,
+so that a local runner, which keeps every shuffle in memory, can run a big
+input in parts (``pipelines.orchestrate`` decides the parts):
+
+1. ``clean``, per part of the input: read -> clean; clean articles and their
+   dedupe fingerprints to files, rejected records to the output;
+2. ``dedupe``, once: the dedupe decisions over every fingerprint (compact
+   records, never the articles) -> duplicate records;
+3. ``annotate``, per part: clean articles -> keep those not decided
+   duplicates -> detect-language -> extract-entities -> articles, and the
+   part's entity counts to files;
+4. ``merge``, once: the parts' entity counts -> the run's counts.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +25,49 @@ import sys
 import time
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.aggregate import COUNTS, CSV_NAME, AggregateEntities, TopEntities, WriteEntityCountsCsv
+from pipelines.aggregate import (
+    COUNTS,
+    CSV_NAME,
+    AggregateEntities,
+    MergeCounts,
+    TopEntities,
+    WriteEntityCountsCsv,
+)
 from pipelines.clean import CleanArticles
-from pipelines.dedupe import DedupeArticles, ReadFingerprints, WriteFingerprints
+from pipelines.dedupe import (
+    DedupeArticles,
+    DedupeDecisions,
+    FingerprintArticles,
+    KeepUnique,
+    ReadFingerprints,
+    WriteFingerprints,
+    read_fingerprint_file,
+)
 from pipelines.entities import ExtractEntities, no_model_language
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages, parse_model_map
-from pipelines.read import InputFile, ReadArticles
+from pipelines.read import ReadArticles
 from pipelines.state import CumulativeCounts, RecordInputs
 from pipelines.write import WriteRecords
 
-__all__ = ["build_pipeline", "SUMMARY_DIR", "TOP_ENTITIES"]
+__all__ = [
+    "build_pipeline", "build_clean_phase", "build_dedupe_phase", "build_annotate_phase", "build_merge_phase",
+    "SUMMARY_DIR", "TOP_ENTITIES", "WORK_DIRS",
+]
 
 SUMMARY_DIR = "_summary"
 TOP_ENTITIES = 20
+# Where the phases of a run executed in parts leave their files for each
+# other, under the run's work folder.
+WORK_DIRS = {"clean": "clean", "fingerprints": "fingerprints", "duplicate_ids": "duplicate_ids",
+             "counts": "counts", "summary": SUMMARY_DIR}
+# Called with 1 for every article that enters language detection and entity
+# extraction, when set: how a process that runs parts of a run tells its
+# launcher how far it is.
+progress_sink = None
 
 
 class ProgressFn(beam.DoFn):
@@ -77,19 +120,20 @@ def _top_entities(counts):
     )
 
 
-def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOptions, schemas: dict,
-                   state_in: str | None = None, state_out: str | None = None) -> dict:
-    """Add the whole newsbeam graph to ``p``; returns the record PCollections.
-
-    ``state_in`` is the committed cross-run state folder to read (None: no
-    history); ``state_out`` the folder where this run writes its new state
-    parts, published by the launcher only when the run succeeds.
-    """
-    read = p | "Read" >> ReadArticles(files, options.max_bytes)
+def _read_and_clean(p, plan: str, options: NewsbeamOptions):
+    read = p | "Read" >> ReadArticles(plan, options.max_bytes)
     clean = read["articles"] | "Clean" >> CleanArticles(options.min_words, options.date_order)
-    history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
-    deduped = clean["articles"] | "Dedupe" >> DedupeArticles(options.near_dup_threshold, history=history)
-    language = deduped["articles"] | "DetectLanguage" >> DetectLanguage(
+    return clean["articles"], (read["rejected"], clean["rejected"])
+
+
+def _passed_on(article):
+    if progress_sink is not None:
+        progress_sink(1)
+    return article
+
+
+def _annotate(kept, options: NewsbeamOptions):
+    language = kept | "CountKept" >> beam.Map(_passed_on) | "DetectLanguage" >> DetectLanguage(
         options.min_language_probability, parse_languages(options.languages))
     annotated = (
         language["articles"]
@@ -97,7 +141,46 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
         | "Progress" >> beam.ParDo(ProgressFn(options.progress_interval))
     )
     counts = (annotated | "Aggregate" >> AggregateEntities(options.period, options.allowed_lateness))[COUNTS]
-    rejected = (read["rejected"], clean["rejected"], language["rejected"]) | "AllRejected" >> beam.Flatten()
+    return annotated, language["rejected"], counts
+
+
+def _tallies(label: str, out_prefix: str, articles=None, duplicates=None, rejected=None, options=None,
+             extra=()) -> None:
+    """Write the summary's tallies (kind, key, count) of what this pipeline
+    produced as JSON lines under ``out_prefix``."""
+    keyed = []
+    if articles is not None:
+        keyed.append(articles | f"{label}KeyArticles" >> beam.Map(_count_keys("articles")))
+        keyed.append(articles | f"{label}KeyNoModel" >> beam.FlatMap(
+            _no_model_keys, parse_model_map(options.spacy_model)))
+    if duplicates is not None:
+        keyed.append(duplicates | f"{label}KeyDuplicates" >> beam.Map(_count_keys("duplicates")))
+    if rejected is not None:
+        keyed.append(rejected | f"{label}KeyRejected" >> beam.Map(_count_keys("rejected")))
+    tallies = (
+        tuple(keyed)
+        | f"{label}AllTallies" >> beam.Flatten()
+        | f"{label}CountTallies" >> beam.combiners.Count.PerElement()
+        | f"{label}TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))
+    )
+    lines = (tallies, *extra) | f"{label}SummaryLines" >> beam.Flatten()
+    lines | f"{label}WriteSummaryParts" >> beam.io.WriteToText(out_prefix, file_name_suffix=".jsonl")
+
+
+def build_pipeline(p: beam.Pipeline, plan: str, options: NewsbeamOptions, schemas: dict,
+                   state_in: str | None = None, state_out: str | None = None) -> dict:
+    """Add the whole newsbeam graph to ``p``; returns the record PCollections.
+
+    ``plan`` is the plan file of the inputs (``pipelines.read.write_plan``);
+    ``state_in`` the committed cross-run state folder to read (None: no
+    history); ``state_out`` the folder where this run writes its new state
+    parts, published by the launcher only when the run succeeds.
+    """
+    clean, early_rejected = _read_and_clean(p, plan, options)
+    history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
+    deduped = clean | "Dedupe" >> DedupeArticles(options.near_dup_threshold, history=history)
+    annotated, language_rejected, counts = _annotate(deduped["articles"], options)
+    rejected = (*early_rejected, language_rejected) | "AllRejected" >> beam.Flatten()
 
     out = options.output
     annotated | "WriteArticles" >> WriteRecords(out, "articles", schemas["article"])
@@ -107,20 +190,101 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], options: NewsbeamOp
     counts | "WriteEntityCountsCsv" >> WriteEntityCountsCsv(FileSystems.join(out, CSV_NAME))
     if state_out:
         counts | "CumulativeCounts" >> CumulativeCounts(state_in, state_out, schemas["entity_count"])
-        p | "RecordInputs" >> RecordInputs(files, state_out)
+        p | "RecordInputs" >> RecordInputs(plan, state_out)
         deduped["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
 
-    tallies = (
-        (annotated | "KeyArticles" >> beam.Map(_count_keys("articles")),
-         deduped["duplicates"] | "KeyDuplicates" >> beam.Map(_count_keys("duplicates")),
-         rejected | "KeyRejected" >> beam.Map(_count_keys("rejected")),
-         annotated | "KeyNoModel" >> beam.FlatMap(_no_model_keys, parse_model_map(options.spacy_model)))
-        | "AllTallies" >> beam.Flatten()
-        | "CountTallies" >> beam.combiners.Count.PerElement()
-        | "TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))
-    )
-    summary_lines = (tallies, _top_entities(counts)) | "SummaryLines" >> beam.Flatten()
-    summary_lines | "WriteSummaryParts" >> beam.io.WriteToText(
-        FileSystems.join(out, SUMMARY_DIR, "part"), file_name_suffix=".jsonl")
+    _tallies("", FileSystems.join(out, SUMMARY_DIR, "part"), articles=annotated,
+             duplicates=deduped["duplicates"], rejected=rejected, options=options, extra=(_top_entities(counts),))
     return {"articles": annotated, "duplicates": deduped["duplicates"], "rejected": rejected,
             "entity_counts": counts}
+
+
+# ---------------------------------------------------------------------------
+# The same stages in four phases (see the module docstring)
+
+
+def _work(work: str, kind: str, *parts: str) -> str:
+    return FileSystems.join(work, WORK_DIRS[kind], *parts)
+
+
+def _article_json(article: dict) -> str:
+    return json.dumps(article, ensure_ascii=False, sort_keys=True)
+
+
+def build_clean_phase(p: beam.Pipeline, plan: str, part: str, work: str, options: NewsbeamOptions,
+                      schemas: dict, state_out: str | None = None) -> None:
+    """Phase 1 for the inputs in ``plan``: clean articles and fingerprints to
+    ``work``, rejected records to the output, named after ``part``."""
+    clean, early_rejected = _read_and_clean(p, plan, options)
+    rejected = early_rejected | "AllRejected" >> beam.Flatten()
+    clean | "ToJson" >> beam.Map(_article_json) | "WriteClean" >> beam.io.WriteToText(
+        _work(work, "clean", part), file_name_suffix=".jsonl.gz")
+    (clean | "Fingerprints" >> FingerprintArticles()
+     | "WriteFingerprints" >> WriteRecords(work, WORK_DIRS["fingerprints"], schemas["fingerprint"], prefix=part))
+    rejected | "WriteRejected" >> WriteRecords(options.output, "rejected", schemas["rejected"], prefix=f"{part}-clean")
+    if state_out:
+        p | "RecordInputs" >> RecordInputs(plan, state_out, prefix=part)
+    _tallies("", _work(work, "summary", f"{part}-clean"), rejected=rejected)
+
+
+def build_dedupe_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, schemas: dict,
+                       state_in: str | None = None, state_out: str | None = None) -> None:
+    """Phase 2: every part's fingerprints (and the history) -> duplicate
+    records to the output, their ids to ``work``."""
+    fingerprints = (
+        p
+        | "FingerprintFiles" >> fileio.MatchFiles(_work(work, "fingerprints", "*.avro"),
+                                                  empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+        | "OpenFingerprints" >> fileio.ReadMatches()
+        | "ReadFingerprints" >> beam.FlatMap(read_fingerprint_file)
+    )
+    history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
+    decisions = fingerprints | "Decide" >> DedupeDecisions(options.near_dup_threshold, history=history)
+    duplicates = decisions["duplicates"]
+    duplicates | "WriteDuplicates" >> WriteRecords(options.output, "duplicates", schemas["duplicate"])
+    duplicates | "DuplicateIds" >> beam.Map(lambda d: d["id"]) | "WriteDuplicateIds" >> beam.io.WriteToText(
+        _work(work, "duplicate_ids", "part"), file_name_suffix=".txt")
+    if state_out:
+        decisions["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
+    _tallies("", _work(work, "summary", "dedupe"), duplicates=duplicates)
+
+
+def build_annotate_phase(p: beam.Pipeline, part: str, work: str, options: NewsbeamOptions, schemas: dict) -> None:
+    """Phase 3 for one part: its clean articles that are not duplicates ->
+    annotated articles to the output, the part's entity counts to ``work``."""
+    clean = (
+        p
+        | "ReadClean" >> beam.io.ReadFromText(_work(work, "clean", f"{part}-*"))
+        | "FromJson" >> beam.Map(json.loads)
+    )
+    duplicate_ids = (
+        p
+        | "ReadDuplicateIds" >> beam.io.ReadFromText(_work(work, "duplicate_ids", "part-*"))
+        | "AsRecords" >> beam.Map(lambda id_: {"id": id_})
+    )
+    kept = clean | "KeepUnique" >> KeepUnique(duplicate_ids)
+    annotated, rejected, counts = _annotate(kept, options)
+    out = options.output
+    annotated | "WriteArticles" >> WriteRecords(out, "articles", schemas["article"], prefix=part)
+    rejected | "WriteRejected" >> WriteRecords(out, "rejected", schemas["rejected"], prefix=f"{part}-annotate")
+    counts | "WriteCounts" >> WriteRecords(work, WORK_DIRS["counts"], schemas["entity_count"], prefix=part)
+    _tallies("", _work(work, "summary", f"{part}-annotate"), articles=annotated, rejected=rejected,
+             options=options)
+
+
+def build_merge_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, schemas: dict,
+                      state_in: str | None = None, state_out: str | None = None) -> None:
+    """Phase 4: the parts' entity counts -> the run's entity counts, CSV, top
+    entities (and the cumulative counts of the state)."""
+    counts = (
+        p
+        | "ReadCounts" >> beam.io.ReadFromAvro(_work(work, "counts", "*.avro"))
+        | "Merge" >> MergeCounts()
+    )
+    out = options.output
+    counts | "WriteEntityCounts" >> WriteRecords(out, "entity_counts", schemas["entity_count"])
+    counts | "WriteEntityCountsCsv" >> WriteEntityCountsCsv(FileSystems.join(out, CSV_NAME))
+    if state_out:
+        counts | "CumulativeCounts" >> CumulativeCounts(state_in, state_out, schemas["entity_count"])
+    (_top_entities(counts) | "WriteTop" >> beam.io.WriteToText(
+        _work(work, "summary", "merge"), file_name_suffix=".jsonl"))

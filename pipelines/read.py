@@ -16,7 +16,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -26,7 +26,10 @@ from pipelines.records import rejected, sha256_hex, tag_rejected
 
 __all__ = [
     "InputFile",
+    "PlannedInputs",
     "ReadArticles",
+    "read_plan",
+    "write_plan",
     "decode_bytes",
     "article_id",
     "format_of",
@@ -401,26 +404,73 @@ class ReadFileFn(beam.DoFn):
                 yield record
 
 
+def write_plan(files: Iterable[InputFile], path: str) -> int:
+    """Write the planned inputs as JSON lines to ``path`` (any FileSystems
+    URL), sorted by path; returns how many. The pipeline reads the plan from
+    there, so the job graph stays small whatever the number of inputs (a
+    Dataflow job graph is limited to about 10 MB)."""
+    count = 0
+    with FileSystems.create(path) as f:
+        for item in sorted(files, key=lambda i: i.path):
+            f.write(json.dumps(asdict(item), ensure_ascii=False).encode("utf-8") + b"\n")
+            count += 1
+    return count
+
+
+_INPUT_FIELDS = None
+
+
+def read_plan(path: str) -> Iterator[InputFile]:
+    """The InputFile entries of a plan written by ``write_plan``."""
+    global _INPUT_FIELDS
+    if _INPUT_FIELDS is None:
+        _INPUT_FIELDS = {f.name for f in fields(InputFile)}
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        for line in io.TextIOWrapper(f, encoding="utf-8"):
+            if line.strip():
+                entry = json.loads(line)
+                yield InputFile(**{k: v for k, v in entry.items() if k in _INPUT_FIELDS})
+
+
+class PlannedInputs(beam.PTransform):
+    """PBegin -> the InputFile entries of the plan file ``plan``, spread over workers."""
+
+    def __init__(self, plan: str):
+        super().__init__()
+        if not plan:
+            raise ValueError("plan is required")
+        self._plan = plan
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "PlanFile" >> beam.Create([self._plan])
+            | "ReadPlan" >> beam.FlatMap(read_plan)
+            | "SpreadInputs" >> beam.Reshuffle()
+        )
+
+
 class ReadArticles(beam.PTransform):
-    """Planned input files -> {'articles': raw articles, 'rejected': rejected records}.
+    """The plan file of input files -> {'articles': raw articles, 'rejected': rejected records}.
 
     The launcher plans the files (so a missing path is a usage error before any
-    work starts, and incremental runs can skip what they have seen); this
-    transform spreads the reading over workers.
+    work starts, and incremental runs can skip what they have seen) and writes
+    the plan (``write_plan``); this transform spreads the reading over workers.
     """
 
-    def __init__(self, files: list[InputFile], max_bytes: int):
+    def __init__(self, plan: str, max_bytes: int):
         super().__init__()
+        if not plan:
+            raise ValueError("plan is required")
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
-        self._files = sorted(files, key=lambda f: f.path)
+        self._plan = plan
         self._max_bytes = max_bytes
 
     def expand(self, pbegin):
         results = (
             pbegin
-            | "PlannedFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
+            | "PlannedFiles" >> PlannedInputs(self._plan)
             | "ReadAndParse" >> beam.ParDo(ReadFileFn(self._max_bytes)).with_outputs(
                 REJECTED_TAG, main="articles")
         )

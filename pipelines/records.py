@@ -24,7 +24,7 @@ __all__ = [
     "tag_rejected",
 ]
 
-SCHEMA_NAMES = ("article", "duplicate", "rejected", "entity_count")
+SCHEMA_NAMES = ("article", "duplicate", "rejected", "entity_count", "fingerprint")
 
 # Longest excerpt of an offending input kept in a rejected record: enough to
 # identify and replay a JSONL line, bounded so a huge bad file cannot bloat

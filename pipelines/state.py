@@ -510,22 +510,26 @@ class HashFileFn(beam.DoFn):
 
 
 class RecordInputs(beam.PTransform):
-    """PBegin -> ``<state_out>/manifest_parts/part-*.jsonl`` (and the same JSON
-    lines as a PCollection): the content hash of every input this run reads,
-    computed on the workers (no serial pass over the input in the launcher)."""
+    """PBegin -> ``<state_out>/manifest_parts/<prefix>-*.jsonl`` (and the same JSON
+    lines as a PCollection): the content hash of every input in the plan file
+    ``plan``, computed on the workers (no serial pass over the input in the
+    launcher)."""
 
-    def __init__(self, files: list[InputFile], state_out: str):
+    def __init__(self, plan: str, state_out: str, prefix: str = "part"):
         super().__init__()
+        if not plan:
+            raise ValueError("plan is required")
         if not state_out:
             raise ValueError("state_out is required")
-        self._files = sorted(files, key=lambda f: f.path)
-        self._prefix = FileSystems.join(state_out, MANIFEST_PARTS, "part")
+        self._plan = plan
+        self._prefix = FileSystems.join(state_out, MANIFEST_PARTS, prefix)
 
     def expand(self, pbegin):
+        from pipelines.read import PlannedInputs
+
         lines = (
             pbegin
-            | "Files" >> beam.Create(self._files)
-            | "Spread" >> beam.Reshuffle()
+            | "Files" >> PlannedInputs(self._plan)
             | "Hash" >> beam.ParDo(HashFileFn())
         )
         lines | "WriteParts" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")

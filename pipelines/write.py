@@ -14,13 +14,18 @@ def project(record: dict, field_names: tuple[str, ...]) -> dict:
 
 
 class WriteRecords(beam.PTransform):
-    """Write one PCollection of dicts as ``<output>/<folder>/part-*.avro``."""
+    """Write one PCollection of dicts as ``<output>/<folder>/<prefix>-*.avro``.
 
-    def __init__(self, output: str, folder: str, schema: dict):
+    ``prefix`` lets several pipelines write parts of one folder side by side
+    (a run executed in parts names each part's files after it)."""
+
+    def __init__(self, output: str, folder: str, schema: dict, prefix: str = "part"):
         super().__init__()
         if not output:
             raise ValueError("output is required")
-        self._prefix = FileSystems.join(output, folder, "part")
+        if not prefix or "/" in prefix:
+            raise ValueError(f"prefix must be a non-empty file-name prefix, got {prefix!r}")
+        self._prefix = FileSystems.join(output, folder, prefix)
         self._schema = schema
         self._fields = tuple(f["name"] for f in schema["fields"])
 

@@ -9,6 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.read import (
     InputFile,
     ReadArticles,
+    read_plan,
+    write_plan,
     TooLarge,
     article_id,
     decode_bytes,
@@ -109,8 +111,10 @@ def test_read_articles_transform(tmp_path, test_pipeline):
     (tmp_path / "big.txt").write_text("T\n\n" + "word " * 1000)
     (tmp_path / "notes.pdf").write_bytes(b"%PDF")
     files = [InputFile(str(p), p.name, p.name) for p in sorted(tmp_path.iterdir())]
+    plan = str(tmp_path / "plan" / "plan.jsonl")
+    assert write_plan(files, plan) == 4
     with test_pipeline() as p:
-        out = p | ReadArticles(files, max_bytes=1000)
+        out = p | ReadArticles(plan, max_bytes=1000)
         assert_that(out["articles"] | "Src" >> beam.Map(lambda r: r["source"]),
                     equal_to(["ok.txt", "lines.jsonl.gz#1"]), label="articles")
         assert_that(out["rejected"] | "Why" >> beam.Map(lambda r: (r["source"], r["reason"])),
@@ -120,7 +124,16 @@ def test_read_articles_transform(tmp_path, test_pipeline):
 
 def test_constructor_validates():
     with pytest.raises(ValueError):
-        ReadArticles([], max_bytes=0)
+        ReadArticles("plan.jsonl", max_bytes=0)
+    with pytest.raises(ValueError):
+        ReadArticles("", max_bytes=10)
+
+
+def test_plan_file_round_trip(tmp_path):
+    files = [InputFile(str(tmp_path / n), n, n, size=i, mtime=1.5 * i) for i, n in enumerate(["b.txt", "a ü.txt"])]
+    plan = str(tmp_path / "p.jsonl")
+    assert write_plan(files, plan) == 2
+    assert list(read_plan(plan)) == sorted(files, key=lambda f: f.path)
 
 
 # --- hostile JSON (issue 15) -------------------------------------------------

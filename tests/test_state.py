@@ -388,8 +388,12 @@ def test_record_inputs_hashes_every_file(tmp_path, test_pipeline):
     files = [InputFile(str(tmp_path / "a.txt"), "a.txt", "a.txt"), InputFile(str(tmp_path / "gone.txt"), "g", "g")]
     expected = [{"path": str(tmp_path / "a.txt"), "sha256": hashlib.sha256(b"alpha").hexdigest()},
                 {"path": str(tmp_path / "gone.txt"), "sha256": None}]
+    from pipelines.read import write_plan
+
+    plan = str(tmp_path / "plan.jsonl")
+    write_plan(files, plan)
     with test_pipeline() as p:
-        lines = p | RecordInputs(files, str(tmp_path / "state"))
+        lines = p | RecordInputs(plan, str(tmp_path / "state"))
         assert_that(lines | "Parse" >> beam.Map(json.loads), equal_to(expected))
     written = [json.loads(line) for part in (tmp_path / "state" / "manifest_parts").iterdir()
                for line in part.read_text().splitlines()]
