@@ -809,28 +809,44 @@ def run_incremental(prep: Prepared, store, files: list, started: float, skip_emp
     from pipelines.state import RUNS, STAGING, file_sha256, new_run_id, prune_runs, select_inputs
 
     output = prep.ns.output
-    store.recover()
+    store.recover(abandon=False)
     manifest = store.load_manifest()
     selection = select_inputs(files, manifest, hasher or file_sha256)
     if skip_empty and not selection.process:
+        store.recover()
         return None
-    run_id = new_run_id()
+    key = resume_key(selection.process, prep.ns)
+    resumed = store.resumable(key)
+    store.recover(keep=resumed)
+    run_id = resumed or new_run_id()
     state_in = store.state_in()
-    pending = store.begin(run_id, output)
+    if resumed:
+        _LOG.warning("newsbeam: carrying on with run %s, which stopped before it was done", run_id)
+        pending = store.pending(run_id)
+    else:
+        pending = store.begin(run_id, output, key)
     extra = {"run_id": run_id, "incremental": {**selection.describe(), "state_dir": store.root}}
     try:
         summary = execute(prep, selection.process, FileSystems.join(output, STAGING, run_id),
                           FileSystems.join(output, RUNS, run_id), started, state_in, pending, extra)
         store.seal(run_id, manifest, selection)
         store.commit(run_id, output)
-    except BaseException as e:  # an interrupt too: the pending run must be abandoned
-        try:
-            store.abandon(run_id)
-        except Exception as cleanup:
-            _LOG.warning("newsbeam: run %s left files the next run removes: %s", run_id, cleanup)
+    except BaseException as e:  # an interrupt too
+        # A run in parts keeps the parts it finished: the next attempt with the
+        # same inputs and options carries on from there. Otherwise the pending
+        # run is abandoned.
+        keep = runs_in_parts(beam_options(prep.beam_args, prep.ns, 0)[0])
+        if not keep:
+            try:
+                store.abandon(run_id)
+            except Exception as cleanup:
+                _LOG.warning("newsbeam: run %s left files the next run removes: %s", run_id, cleanup)
         if not isinstance(e, Exception):
             raise
-        raise RunFailed(failure_line(e, f"nothing was committed; the previous output in {output} is intact")) from e
+        outcome = f"nothing was committed; the previous output in {output} is intact"
+        if keep:
+            outcome += "; the next run with the same inputs and options carries on from the parts already done"
+        raise RunFailed(failure_line(e, outcome)) from e
     try:
         store.roll_forward(run_id, output)
         prune_runs(output, prep.ns.keep_runs)

@@ -649,11 +649,27 @@ class StateStore:
     def load_manifest(self) -> dict[str, dict]:
         return parse_manifest(read_text(FileSystems.join(self.committed, MANIFEST)))
 
-    def begin(self, run_id: str, output: str) -> str:
+    def begin(self, run_id: str, output: str, resume_key: str | None = None) -> str:
         pending = self.pending(run_id)
-        write_atomic(FileSystems.join(pending, RUN_JSON),
-                     json.dumps({"run_id": run_id, "output": output, "started": time.time()}).encode("utf-8"))
+        write_atomic(FileSystems.join(pending, RUN_JSON), json.dumps(
+            {"run_id": run_id, "output": output, "started": time.time(), "resume_key": resume_key}).encode("utf-8"))
         return pending
+
+    def resumable(self, resume_key: str) -> str | None:
+        """The newest uncommitted run started with ``resume_key`` (the same
+        inputs and options) whose output is still there: a later attempt
+        carries on with it instead of starting over."""
+        head = self.head()
+        for run_id in reversed(self._pending_ids()):
+            if head and run_id == head["run_id"]:
+                continue
+            info = read_text(FileSystems.join(self.pending(run_id), RUN_JSON))
+            if not info:
+                continue
+            info = json.loads(info)
+            if info.get("resume_key") == resume_key and _exists(FileSystems.join(info["output"], STAGING, run_id)):
+                return run_id
+        return None
 
     def seal(self, run_id: str, manifest: dict[str, dict], selection: Selection) -> dict[str, dict]:
         """Make the pending state ready to commit: merge the hashes the pipeline
@@ -737,8 +753,9 @@ class StateStore:
         _delete([self.pending(run_id)])
         _remove_empty_local_dir(FileSystems.join(self.root, PENDING))
 
-    def recover(self) -> dict:
-        """Finish a committed run that was cut short; drop runs that never committed."""
+    def recover(self, keep: str | None = None, abandon: bool = True) -> dict:
+        """Finish a committed run that was cut short; drop runs that never
+        committed, except ``keep`` (a run to resume), or none when not ``abandon``."""
         head = self.head()
         finished = abandoned = None
         for run_id in self._pending_ids():
@@ -746,6 +763,8 @@ class StateStore:
                 _LOG.warning("newsbeam: finishing the publication of committed run %s", run_id)
                 self.roll_forward(run_id, head["output"])
                 finished = run_id
+            elif run_id == keep or not abandon:
+                continue
             else:
                 _LOG.warning("newsbeam: discarding run %s, which stopped before committing", run_id)
                 self.abandon(run_id)
