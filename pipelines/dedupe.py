@@ -443,18 +443,15 @@ class FinalizeFn(beam.DoFn):
 
 
 class KeepUniqueFn(beam.DoFn):
-    """(id, {article, duplicate}) -> the article, unless the decisions made it a duplicate."""
+    """(id, {article, duplicate}) -> the article, unless the decisions made it a duplicate.
 
-    def __init__(self):
-        self._unknown = Metrics.counter(STAGE, "decisions_without_article")
+    An id with a decision and no article is an article of another part of
+    the same run (``pipelines.pipeline.build_annotate_phase``)."""
 
     def process(self, element):
         _, grouped = element
-        if grouped["duplicate"]:
-            if not grouped["article"]:
-                self._unknown.inc()
-            return
-        yield from grouped["article"]
+        if not grouped["duplicate"]:
+            yield from grouped["article"]
 
 
 class FingerprintArticles(beam.PTransform):

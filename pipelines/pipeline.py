@@ -44,12 +44,12 @@ from pipelines.dedupe import (
     KeepUnique,
     ReadFingerprints,
     WriteFingerprints,
-    read_fingerprint_file,
 )
 from pipelines.entities import ExtractEntities, no_model_language
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages, parse_model_map
 from pipelines.read import ReadArticles
+from pipelines.records import read_avro_matched
 from pipelines.state import CumulativeCounts, RecordInputs
 from pipelines.write import WriteRecords
 
@@ -236,7 +236,7 @@ def build_dedupe_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, sc
         | "FingerprintFiles" >> fileio.MatchFiles(_work(work, "fingerprints", "*.avro"),
                                                   empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
         | "OpenFingerprints" >> fileio.ReadMatches()
-        | "ReadFingerprints" >> beam.FlatMap(read_fingerprint_file)
+        | "ReadFingerprints" >> beam.FlatMap(read_avro_matched)
     )
     history = p | "ReadDedupeHistory" >> ReadFingerprints(state_in) if state_in else None
     decisions = fingerprints | "Decide" >> DedupeDecisions(options.near_dup_threshold, history=history)
@@ -278,7 +278,10 @@ def build_merge_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, sch
     entities (and the cumulative counts of the state)."""
     counts = (
         p
-        | "ReadCounts" >> beam.io.ReadFromAvro(_work(work, "counts", "*.avro"))
+        | "CountFiles" >> fileio.MatchFiles(_work(work, "counts", "*.avro"),
+                                            empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+        | "OpenCounts" >> fileio.ReadMatches()
+        | "ReadCounts" >> beam.FlatMap(read_avro_matched)
         | "Merge" >> MergeCounts()
     )
     out = options.output

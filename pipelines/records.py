@@ -16,6 +16,7 @@ from pathlib import Path
 
 __all__ = [
     "SCHEMA_NAMES",
+    "read_avro_matched",
     "load_schema",
     "load_schemas",
     "rejected",
@@ -69,3 +70,11 @@ def tag_rejected(stage: str, record: dict):
 
     Metrics.counter(stage, f"rejected_{record['reason']}").inc()
     return beam.pvalue.TaggedOutput("rejected", record)
+
+
+def read_avro_matched(readable):
+    """The records of one Avro file matched by ``fileio`` (a ``ReadableFile``)."""
+    import fastavro
+
+    with readable.open(compression_type="uncompressed") as f:
+        yield from fastavro.reader(f)

@@ -257,7 +257,11 @@ def find_summary(output: Path) -> Path:
 
 
 def workers_of(summary: dict) -> int:
-    """Worker processes the run used, from the Beam options it recorded."""
+    """Worker processes the run used: those of a run in parts, else the ones
+    in the Beam options it recorded."""
+    execution = summary.get("execution") or {}
+    if execution.get("workers"):
+        return int(execution["workers"])
     options = summary.get("options") or {}
     if options.get("direct_running_mode") in ("multi_processing", "multi_threading"):
         return int(options.get("direct_num_workers") or 1)
@@ -456,7 +460,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder of article files (.txt/.md, title line then paragraphs); "
                              "default: ../shared/data/bbc-news/articles")
-    parser.add_argument("--scale", type=int, default=1, help="N: N times the articles, all distinct (default 1)")
+    parser.add_argument("--scale", default="1",
+                        help="N or N,M,...: N times the articles, all distinct; several scales are measured one "
+                             "after the other and compared in a table (default 1)")
+    parser.add_argument("--no-ner", action="store_true",
+                        help="memory and scaling only: the runs keep no language (--languages fi on English news), "
+                             "so nothing reaches NER; no ceiling, no ratio")
+    parser.add_argument("--ceiling-sample", type=int, default=4000,
+                        help="the ceiling runs over the texts of at most this many evenly spaced annotated articles "
+                             "(words/s does not depend on how many; default 4000, 0: all)")
     parser.add_argument("--limit", type=int, default=None,
                         help="use only this many evenly spaced articles of --data (default: all)")
     parser.add_argument("--workers", default="auto",
@@ -478,7 +490,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where to build inputs and outputs (default: a temporary folder, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
-    if args.scale < 1:
+    try:
+        args.scales = [int(x) for x in str(args.scale).split(",") if x.strip()]
+    except ValueError:
+        parser.error("--scale takes N or N,M,... (positive integers)")
+    if not args.scales or min(args.scales) < 1:
         parser.error("--scale must be at least 1")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -499,9 +515,95 @@ def worker_args(workers: int) -> list[str]:
     return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
 
 
+def sample_texts(texts: dict[str, list[str]], limit: int) -> dict[str, list[str]]:
+    """At most ``limit`` (title, text) pairs per model, evenly spaced; all when 0."""
+    if not limit:
+        return texts
+    out = {}
+    for package, flat in texts.items():
+        pairs = [flat[i:i + 2] for i in range(0, len(flat), 2)]
+        out[package] = [t for pair in evenly_spaced(pairs, limit) for t in pair]
+    return out
+
+
+def measure_scale(args, sources: list[Path], scale: int, workdir: Path) -> dict:
+    """One scale: build its input, run the rounds, return its figures."""
+    from pipelines.entities import PIPE_BATCH_SIZE
+
+    inputs = workdir / "input"
+    shutil.rmtree(inputs, ignore_errors=True)
+    written = build_input(sources, scale, inputs, args.data)
+    print(f"bench: scale {scale}: {len(written)} articles ({sum(p.stat().st_size for p in written) / 1e6:.1f} MB) "
+          f"in {inputs}", flush=True)
+    forced = [] if args.workers == "auto" else worker_args(int(args.workers))
+    if args.no_ner:
+        forced = [*forced, "--languages", "fi"]
+    per_round, startup, texts, workers = [], None, None, 1
+    for n in range(1, args.rounds + 1):
+        output = workdir / "out"
+        shutil.rmtree(output, ignore_errors=True)  # a fresh output: no state from the round before
+        print(f"bench: scale {scale}, round {n}/{args.rounds}: full run ...", flush=True)
+        full = run_newsbeam(inputs, output, forced, workdir / "run.log", args.sample_interval)
+        if args.no_ner:
+            per_round.append(memory_figures(scale, len(written), full))
+            continue
+        if startup is None:
+            workers = workers_of(full["summary"])
+            startup_inputs = workdir / "startup-input"
+            shutil.rmtree(startup_inputs, ignore_errors=True)
+            build_input(evenly_spaced(sources, args.startup_articles), 1, startup_inputs, args.data)
+            print(f"bench: {args.startup_runs} start-up run(s) ({workers} worker process(es)) ...", flush=True)
+            startup = fastest(run_newsbeam(startup_inputs, workdir / "startup-out", worker_args(workers),
+                                           workdir / "startup.log", args.sample_interval)
+                              for _ in range(args.startup_runs))
+            texts = annotated_texts(full["summary_path"].parent, models_of(full["summary"]))
+        sample = sample_texts(texts, args.ceiling_sample)
+        print(f"bench: scale {scale}, round {n}/{args.rounds}: ceiling, nlp.pipe over "
+              f"{sum(len(t) for t in sample.values())} texts with {workers} process(es) ...", flush=True)
+        ceiling = run_ceiling(sample, workers, args.ceiling_batch_size or PIPE_BATCH_SIZE, args.sample_interval)
+        # The ceiling's speed, measured on a sample, applied to all the texts the run annotated.
+        ratio_of_sample = word_count([t for ts in texts.values() for t in ts]) / max(
+            word_count([t for ts in sample.values() for t in ts]), 1)
+        ceiling = {**ceiling, "seconds": ceiling["seconds"] * ratio_of_sample,
+                   "cpu_seconds": ceiling["cpu_seconds"] * ratio_of_sample}
+        per_round.append(figures(scale=scale, limit=args.limit, workers=workers, articles_in=len(written),
+                                 texts=texts, full=full, startup=startup, ceiling=ceiling))
+        if args.rounds > 1:
+            print(f"bench: round {n}: {round_line(per_round[-1])}", flush=True)
+    if args.no_ner:
+        return min(per_round, key=lambda f: f["seconds_cold"])
+    return combine_rounds(per_round)
+
+
+def memory_figures(scale: int, articles_in: int, full: dict) -> dict:
+    summary = full["summary"]
+    return {
+        "scale": scale, "articles_in": articles_in, "seconds_cold": round(full["seconds"], 3),
+        "cpu_seconds_cold": round(full["cpu_seconds"], 2), "peak_rss_mb": round(full["peak_rss"] / MB, 1),
+        "peak_rss_launcher_mb": round(full["peak_rss_launcher"] / MB, 1),
+        "peak_rss_workers_mb": round(full["peak_rss_workers"] / MB, 1),
+        "parts": (summary.get("execution") or {}).get("parts"),
+        "phase_seconds": (summary.get("timings") or {}).get("phase_seconds"),
+        "ratio": None,
+    }
+
+
+def scale_table(results: list[dict]) -> str:
+    """One line per scale, and the growth of time and memory from the smallest scale to each."""
+    base = results[0]
+    lines = [f"{'scale':>5} {'articles':>9} {'parts':>5} {'wall s':>9} {'peak RSS MB':>11} {'ratio':>6} "
+             f"{'time x':>7} {'RSS x':>6}"]
+    for f in results:
+        ratio = "n/a" if f.get("ratio") is None else f"{f['ratio']:.3f}"
+        lines.append(f"{f['scale']:>5} {f['articles_in']:>9,} {str(f.get('parts') or '-'):>5} "
+                     f"{f['seconds_cold']:>9.1f} {f['peak_rss_mb']:>11.0f} {ratio:>6} "
+                     f"{f['seconds_cold'] / base['seconds_cold']:>7.2f} {f['peak_rss_mb'] / base['peak_rss_mb']:>6.2f}")
+    lines.append(f"(time x and RSS x: relative to scale {base['scale']})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipelines.entities import PIPE_BATCH_SIZE
     sources = evenly_spaced(find_articles(args.data), args.limit)
     if not sources:
         print(f"bench: no article files under {args.data}", file=sys.stderr)
@@ -509,40 +611,23 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="newsbeam-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        inputs = workdir / "input"
-        shutil.rmtree(inputs, ignore_errors=True)
-        written = build_input(sources, args.scale, inputs, args.data)
-        print(f"bench: {len(written)} articles ({sum(p.stat().st_size for p in written) / 1e6:.1f} MB) "
-              f"in {inputs}", flush=True)
-
-        forced = [] if args.workers == "auto" else worker_args(int(args.workers))
-        per_round, startup, texts, workers = [], None, None, 1
-        for n in range(1, args.rounds + 1):
-            output = workdir / "out"
-            shutil.rmtree(output, ignore_errors=True)  # a fresh output: no state from the round before
-            print(f"bench: round {n}/{args.rounds}: full run ...", flush=True)
-            full = run_newsbeam(inputs, output, forced, workdir / "run.log", args.sample_interval)
-            if startup is None:
-                workers = workers_of(full["summary"])
-                startup_inputs = workdir / "startup-input"
-                shutil.rmtree(startup_inputs, ignore_errors=True)
-                build_input(evenly_spaced(sources, args.startup_articles), 1, startup_inputs, args.data)
-                print(f"bench: {args.startup_runs} start-up run(s) ({workers} worker process(es)) ...", flush=True)
-                startup = fastest(run_newsbeam(startup_inputs, workdir / "startup-out", worker_args(workers),
-                                               workdir / "startup.log", args.sample_interval)
-                                  for _ in range(args.startup_runs))
-                texts = annotated_texts(full["summary_path"].parent, models_of(full["summary"]))
-            print(f"bench: round {n}/{args.rounds}: ceiling, nlp.pipe over {sum(len(t) for t in texts.values())} "
-                  f"texts with {workers} process(es) ...", flush=True)
-            ceiling = run_ceiling(texts, workers, args.ceiling_batch_size or PIPE_BATCH_SIZE, args.sample_interval)
-            per_round.append(figures(scale=args.scale, limit=args.limit, workers=workers, articles_in=len(written),
-                                     texts=texts, full=full, startup=startup, ceiling=ceiling))
-            if args.rounds > 1:
-                print(f"bench: round {n}: {round_line(per_round[-1])}", flush=True)
-
-        result = combine_rounds(per_round)
-        print(format_report(result))
-        print(json.dumps(result, sort_keys=True))
+        results = []
+        for scale in args.scales:
+            result = measure_scale(args, sources, scale, workdir)
+            result.setdefault("scale", scale)
+            if not args.no_ner:
+                result["parts"] = (json.loads(find_summary(workdir / "out").read_text()).get("execution")
+                                   or {}).get("parts")
+                print(format_report(result))
+            else:
+                print(f"bench: scale {scale}: {result['seconds_cold']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB "
+                      f"(launcher {result['peak_rss_launcher_mb']:.0f} MB), {result['parts']} part(s)")
+            results.append(result)
+        if len(results) > 1:
+            print("memory and scaling, NER off (--languages fi):" if args.no_ner else
+                   "throughput, memory and scaling:")
+            print(scale_table(results))
+        print(json.dumps(results if len(results) > 1 else results[0], sort_keys=True))
         return 0
     finally:
         if args.keep or args.workdir:

@@ -188,7 +188,9 @@ def test_an_interrupt_is_one_line_exit_status_and_no_orphans(tmp_path, signame, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text('{"previous": true}')
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(folder), "--output", str(out)],
+    # small parts: the run goes to its pool of worker processes
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(folder), "--output", str(out),
+                             "--chunk-bytes", "100000"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -196,7 +198,7 @@ def test_an_interrupt_is_one_line_exit_status_and_no_orphans(tmp_path, signame, 
         while time.time() < deadline and len(workers) < 2:  # wait until the run is under way
             time.sleep(0.5)
             workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                       if "sdk_worker_main" in " ".join(c.cmdline())]
+                       if "spawn_main" in " ".join(c.cmdline())]
         assert workers, "the run never started its workers"
         time.sleep(2)
         everyone = psutil.Process(proc.pid).children(recursive=True)

@@ -6,6 +6,8 @@ import os
 import platform
 import sys
 
+import pytest
+
 from pipelines import orchestrate
 
 
@@ -22,3 +24,63 @@ def test_limit_malloc_arenas_keeps_the_users_setting(monkeypatch):
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "lots")
     assert orchestrate.limit_malloc_arenas(2) is False  # an unusable value changes nothing
+
+
+# ---------------------------------------------------------------- execution in parts
+
+def _files(*sizes):
+    from pipelines.read import InputFile
+
+    return [InputFile(f"/in/{i:03d}.txt", f"{i:03d}.txt", f"{i:03d}.txt", size=s) for i, s in enumerate(sizes)]
+
+
+def test_plan_parts_groups_consecutive_inputs_up_to_the_size():
+    from pipelines.orchestrate import plan_parts
+
+    parts = plan_parts(list(reversed(_files(4, 4, 4, 10, 1, 1))), 8)
+    assert [[f.size for f in part] for part in parts] == [[4, 4], [4], [10], [1, 1]]
+    assert [f.path for part in parts for f in part] == sorted(f.path for f in _files(4, 4, 4, 10, 1, 1))
+    assert plan_parts([], 8) == []
+    with pytest.raises(ValueError):
+        plan_parts(_files(1), 0)
+
+
+def test_resume_key_changes_with_inputs_and_options_not_with_launcher_flags():
+    import argparse
+
+    from pipelines.orchestrate import resume_key
+
+    ns = argparse.Namespace(output="/out", min_words=20, verbose=False, inputs=["/in"], command="run")
+    key = resume_key(_files(1, 2), ns)
+    assert key == resume_key(list(reversed(_files(1, 2))), argparse.Namespace(**{**vars(ns), "verbose": True}))
+    assert key != resume_key(_files(1, 3), ns)
+    assert key != resume_key(_files(1, 2), argparse.Namespace(**{**vars(ns), "min_words": 5}))
+
+
+def test_single_process_args_take_the_worker_count_out():
+    from pipelines.orchestrate import _single_process_args
+
+    assert _single_process_args(["--direct_num_workers=3", "--direct_running_mode", "multi_processing",
+                                 "--runner=FnApiRunner"]) == (["--runner=FnApiRunner"], 3)
+    assert _single_process_args([]) == ([], None)
+
+
+def test_runs_in_parts_only_on_local_runners():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.orchestrate import runs_in_parts
+
+    assert runs_in_parts(PipelineOptions(["--runner=FnApiRunner"]))
+    assert not runs_in_parts(PipelineOptions(["--runner=FnApiRunner", "--chunk-bytes=0"]))
+    assert not runs_in_parts(PipelineOptions(["--runner=DataflowRunner"]))
+
+
+def test_progress_line_says_share_rate_and_eta(monkeypatch):
+    from pipelines import orchestrate
+
+    clock = iter([0.0, 0.0, 0.0, 10.0, 10.0])
+    monkeypatch.setattr(orchestrate.time, "monotonic", lambda: next(clock))
+    progress = orchestrate._Progress(5, 1000)
+    progress.start_phase("annotate", 400, "articles", done=100)
+    line = progress.line(200)
+    assert line == "newsbeam: annotate: 200 of 400 articles (50%), 10.0 articles/s, ETA 0:20"

@@ -9,8 +9,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.read import (
     InputFile,
     ReadArticles,
-    read_plan,
-    write_plan,
     TooLarge,
     article_id,
     decode_bytes,
@@ -19,6 +17,8 @@ from pipelines.read import (
     parse_json,
     parse_payload,
     read_limited,
+    read_plan,
+    write_plan,
 )
 
 

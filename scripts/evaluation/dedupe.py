@@ -93,16 +93,18 @@ def run_stage(data: Path, threshold: float, workers: int) -> tuple[list[dict], l
     from pipelines.clean import CleanArticles
     from pipelines.dedupe import DedupeArticles
     from pipelines.plan import plan_inputs
-    from pipelines.read import ReadArticles
+    from pipelines.read import ReadArticles, write_plan
 
     files = plan_inputs([str(data / "articles")])
     options = {"runner": "FnApiRunner", "direct_num_workers": workers}
     if workers > 1:
         options["direct_running_mode"] = "multi_processing"
     with tempfile.TemporaryDirectory(prefix="newsbeam-eval-dedupe-") as tmp:
+        plan = os.path.join(tmp, "plan.jsonl")
+        write_plan(files, plan)
         start = time.monotonic()
         with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as p:
-            read = p | "Read" >> ReadArticles(files, 10 * 1024 * 1024)
+            read = p | "Read" >> ReadArticles(plan, 10 * 1024 * 1024)
             clean = read["articles"] | "Clean" >> CleanArticles()
             deduped = clean["articles"] | "Dedupe" >> DedupeArticles(threshold)
             (deduped["articles"]
