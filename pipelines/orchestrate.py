@@ -27,7 +27,7 @@ __all__ = [
     "make_runner", "limit_malloc_arenas", "build_summary", "stage_seconds", "user_counters",
     "run_standalone", "run_incremental", "acquire_lock", "default_exclude", "version",
     "RECORD_FOLDERS", "LAUNCHER_ARGS", "failure_line", "root_cause", "execute", "execute_in_parts",
-    "plan_parts", "part_name", "resume_key", "run_unit", "runs_in_parts",
+    "plan_parts", "part_bytes", "part_name", "resume_key", "run_unit", "runs_in_parts",
 ]
 
 RECORD_FOLDERS = ("articles", "duplicates", "rejected", "entity_counts")
@@ -355,6 +355,19 @@ def plan_parts(files: list, chunk_bytes: int) -> list[list]:
     return parts
 
 
+def part_bytes(total: int, chunk_bytes: int, workers: int) -> int:
+    """The size to cut parts at: at most ``chunk_bytes``, and as even as it can
+    be over a number of parts that is a multiple of ``workers`` (an input
+    worth spreading, of at least ``MULTIPROCESS_MIN_BYTES``, keeps every
+    worker busy to the end rather than one finishing a big part alone)."""
+    import math
+
+    count = max(1, math.ceil(total / chunk_bytes))
+    if total >= MULTIPROCESS_MIN_BYTES and workers > 1:
+        count = math.ceil(count / workers) * workers
+    return max(1, math.ceil(total / count))
+
+
 def part_name(index: int) -> str:
     return f"p{index:0{PART_DIGITS}d}"
 
@@ -597,7 +610,8 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
     ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
     beam_args, asked = _single_process_args(prep.beam_args)
     _, nb = beam_options(beam_args, ns, 0)
-    parts = plan_parts(files, nb.chunk_bytes)
+    wanted = asked or default_workers()
+    parts = plan_parts(files, part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted))
     names = [part_name(i) for i in range(len(parts))]
     key = resume_key(files, prep.ns)
     marker_dir = FileSystems.join(work, DONE)
@@ -627,7 +641,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
         if f"clean-{name}" not in done:
             write_plan(part, plan)
 
-    workers = max(1, min(asked or default_workers(), len(parts)))
+    workers = max(1, min(wanted, len(parts)))
     base = {"ns": vars(ns), "beam_args": beam_args, "work": work, "state_in": state_in, "state_out": state_out}
     counter = multiprocessing.get_context("spawn").Value("q", 0)
     global _progress_counter

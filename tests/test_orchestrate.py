@@ -84,3 +84,15 @@ def test_progress_line_says_share_rate_and_eta(monkeypatch):
     progress.start_phase("annotate", 400, "articles", done=100)
     line = progress.line(200)
     assert line == "newsbeam: annotate: 200 of 400 articles (50%), 10.0 articles/s, ETA 0:20"
+
+
+def test_part_bytes_spreads_the_input_evenly_over_the_workers():
+    from pipelines.orchestrate import MULTIPROCESS_MIN_BYTES, part_bytes
+
+    mib = 1024 * 1024
+    assert part_bytes(11 * mib, 8 * mib, 2) == 11 * mib // 2  # two even parts, not 8 + 3
+    assert part_bytes(3 * mib, 8 * mib, 2) == 3 * mib // 2  # small enough for one part, but both cores work
+    assert part_bytes(MULTIPROCESS_MIN_BYTES - 1, 8 * mib, 2) == MULTIPROCESS_MIN_BYTES - 1  # not worth a second
+    assert part_bytes(100 * mib, 8 * mib, 2) == -(-100 * mib // 14)  # 13 parts rounded up to 14
+    assert part_bytes(100 * mib, 8 * mib, 1) == -(-100 * mib // 13)
+    assert part_bytes(0, 8 * mib, 2) == 1
