@@ -4,15 +4,21 @@ Records travel through the pipeline as plain dicts (Beam's default coder for
 dicts is deterministic enough for values, and no record is used as a grouping
 key). The schemas in ``schemas/`` are the single source of truth for the
 output fields; they are loaded once in the launching process and travel to the
-workers inside the transforms that need them.
+workers inside the transforms that need them. A wheel or sdist carries them as
+the package ``pipelines.schemas`` (pyproject.toml maps the folder in), so an
+installed newsbeam reads them with ``importlib.resources`` wherever it runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.abc's alias is deprecated from 3.12, importlib.resources.abc is 3.11+
+    from importlib.abc import Traversable
 
 __all__ = [
     "SCHEMA_NAMES",
@@ -20,7 +26,7 @@ __all__ = [
     "load_schema",
     "load_schemas",
     "rejected",
-    "schema_dir",
+    "schema_files",
     "sha256_hex",
     "tag_rejected",
 ]
@@ -33,16 +39,20 @@ SCHEMA_NAMES = ("article", "duplicate", "rejected", "entity_count", "fingerprint
 RAW_EXCERPT_CHARS = 20_000
 
 
-def schema_dir() -> Path:
-    env = os.environ.get("NEWSBEAM_SCHEMAS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "schemas"
+def schema_files() -> Traversable:
+    """The folder of ``*.avsc`` files: the installed package's data, or the
+    checkout's ``schemas/`` when newsbeam runs from its source tree."""
+    try:
+        return resources.files("pipelines.schemas")
+    except ModuleNotFoundError:
+        # An editable install (scripts/_env.sh) or a bare checkout: setuptools'
+        # editable finder maps only packages with an __init__.py, so the
+        # mapped data folder is not importable there; it is the same folder.
+        return Path(__file__).resolve().parent.parent / "schemas"
 
 
 def load_schema(name: str) -> dict:
-    with open(schema_dir() / f"{name}.avsc", encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(schema_files().joinpath(f"{name}.avsc").read_text(encoding="utf-8"))
 
 
 def load_schemas() -> dict[str, dict]:
