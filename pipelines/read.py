@@ -319,6 +319,11 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
                        repr(data[:200]))
         return
     text, encoding = decode_bytes(data)
+    if not text.strip():
+        # Only a BOM, or Unicode spaces and separators: a JSON-lines file of
+        # that would otherwise give no record at all.
+        yield rejected(source, STAGE, "empty", f"file holds only whitespace once decoded ({encoding})")
+        return
     if fmt == "text":
         title, body = _split_title_body(text)
         if not body.strip():
