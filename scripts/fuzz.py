@@ -114,7 +114,7 @@ def hostile_text(draw, max_pieces: int = 40) -> str:
     text = "".join(out)
     # Sometimes a huge line or a very long word: the cases regexes and
     # tokenisers go quadratic on.
-    repeat = draw(st.sampled_from([1] * 12 + [50, 500, 5000]))
+    repeat = draw(st.sampled_from([1] * 40 + [50, 500, 5000]))
     return text * repeat if len(text) * repeat <= 400_000 else text
 
 
