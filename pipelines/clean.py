@@ -79,6 +79,12 @@ _STRAY_JOINER = re.compile(
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile("\r\n|[\r\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")
+# A run of symbols with no letter, digit or space ("-----", "<<<<<<") is
+# debris, never text, and spaCy's tokenizer splits one off at a time in
+# quadratic time (4,000 "$" take 5.6 s, 32,000 "<" three minutes); cut to
+# MAX_SYMBOL_RUN, it costs nothing.
+MAX_SYMBOL_RUN = 64
+_SYMBOL_RUN = re.compile(rf"[^\w\s]{{{MAX_SYMBOL_RUN + 1},}}")
 # Escapes written out as text by a broken scraper or a double JSON encoding.
 _LITERAL_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U([0-9a-fA-F]{8}))")
 # Only entities with their semicolon: html.unescape alone also decodes legacy
@@ -130,6 +136,7 @@ def _tidy_once(text: str) -> str:
         if not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub(" ", text)
+    text = _SYMBOL_RUN.sub(lambda m: m.group(0)[:MAX_SYMBOL_RUN], text)
     return "\n".join(paragraphs_of(text))
 
 

