@@ -169,7 +169,7 @@ def aggregate_entities(records_twice, top_per_label: int = TOP_PER_LABEL, max_la
         "labels": labels,
         "top": [{"entity": e, "label": label, "mentions": n, "documents": documents[(e, label)]}
                 for (e, label), n in totals.most_common(top_table)],
-        "best": [{"entity": e, "label": label, "mentions": n, "documents": documents[(e, label)]}
+        "best": [{"entity": e, "label": label, "mentions": totals[(e, label)], "documents": documents[(e, label)]}
                  for (e, label) in sorted(chosen, key=lambda k: (-totals[k], k))],
         "series": [{"entity": e, "label": label, "period": p, "t": t, "mentions": n}
                    for ((e, label), p, t), n in sorted(series.items(), key=lambda kv: (kv[0][2], kv[0][0]))

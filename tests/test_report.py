@@ -86,7 +86,8 @@ def test_entities_are_summed_over_languages_and_capped(tmp_path):
     ents = report.aggregate_entities(lambda: iter(COUNTS), top_per_label=1, max_labels=2)
     assert ents["labels"] == ["GPE", "PERSON"], "labels by mentions; ORG is beyond max_labels"
     assert ents["top"][0] == {"entity": "Ukraine", "label": "GPE", "mentions": 11, "documents": 4}
-    assert {e["entity"] for e in ents["best"]} == {"Ukraine", "Vladimir Putin"}, "one per label"
+    assert [(e["entity"], e["mentions"]) for e in ents["best"]] == [("Ukraine", 11), ("Vladimir Putin", 5)], \
+        "the top one per label, most mentioned first"
     ukraine = {s["period"]: s["mentions"] for s in ents["series"] if s["entity"] == "Ukraine"}
     assert ukraine == {"2024-08-16": 8, "2024-08-17": 3}
     assert ents["period_kind"] == "day" and ents["periods"] == 2
