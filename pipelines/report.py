@@ -47,6 +47,7 @@ ENTITY_CHART_WIDTH = 860
 MAX_LABELS = 12
 MAX_PERIODS = 366
 TOP_TABLE = 50
+TOP_SHOWN = 15  # of TOP_TABLE, the rest behind a click
 EXAMPLES = 3
 MAX_RUNS = 200
 REPORT_NAME = "report.html"
@@ -291,7 +292,7 @@ def chart_specs(data: dict) -> dict[str, dict]:
                 "width": ENTITY_CHART_WIDTH, "height": 300, "data": {"name": "series"},
                 "params": [{"name": "pick", "select": {"type": "point", "fields": ["entity"]}, "bind": "legend"}],
                 "transform": [{"filter": "datum.label === label_choice"}],
-                "mark": {"type": "line", "point": True, "tooltip": True},
+                "mark": {"type": "line", "point": {"size": 40}, "tooltip": True},
                 "encoding": {
                     "x": {"field": "t", "type": "temporal", "timeUnit": unit, "title": None},
                     "y": {"field": "mentions", "type": "quantitative", "title": "mentions"},
@@ -359,9 +360,10 @@ def chart_specs(data: dict) -> dict[str, dict]:
         long = [{"run": r["run_id"], "n": i + 1, "what": what, "records": r[what]}
                 for i, r in enumerate(data["runs"]) for what in ("articles", "duplicates", "rejected")]
         specs["chart-runs"] = {
-            **_base("Records per run (oldest to newest)", long, height=220),
+            **_base("Records per run", long, height=220),
             "mark": {"type": "line", "point": True, "tooltip": True},
-            "encoding": {"x": {"field": "n", "type": "quantitative", "title": "run", "axis": {"tickMinStep": 1}},
+            "encoding": {"x": {"field": "n", "type": "ordinal", "title": "run (oldest to newest)",
+                               "axis": {"labelAngle": 0}},
                          "y": {"field": "records", "type": "quantitative"},
                          "color": {"field": "what", "type": "nominal", "scale": {"scheme": _PALETTE}}}}
         secs = [{"run": r["run_id"], "n": i + 1, "seconds": r["wall_seconds"]}
@@ -370,7 +372,7 @@ def chart_specs(data: dict) -> dict[str, dict]:
             specs["chart-run-seconds"] = {
                 **_base("Wall-clock seconds per run", secs, height=160),
                 "mark": {"type": "bar", "tooltip": True},
-                "encoding": {"x": {"field": "n", "type": "ordinal", "title": "run"},
+                "encoding": {"x": {"field": "n", "type": "ordinal", "title": "run", "axis": {"labelAngle": 0}},
                              "y": {"field": "seconds", "type": "quantitative"}, "color": {"value": "#9c755f"}}}
     return specs
 
@@ -420,7 +422,7 @@ header { background:#1d2330; color:#fff; padding:18px 28px; }
 header h1 { margin:0; font-size:20px; } header p { margin:4px 0 0; color:#c6cbd6; font-size:13px; }
 main { max-width:1180px; margin:0 auto; padding:18px 28px 40px; }
 section { background:#fff; border:1px solid var(--line); border-radius:8px; padding:16px 20px; margin:16px 0; }
-h2 { font-size:16px; margin:0 0 10px; }
+h2 { font-size:16px; margin:0 0 10px; } h3 { font-size:14px; margin:14px 0 0; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; }
 .card { flex:1 1 140px; border:1px solid var(--line); border-radius:8px; padding:10px 14px; background:#fbfcfd; }
 .card .num { font-size:22px; font-weight:600; } .card .what { color:var(--muted); }
@@ -526,8 +528,11 @@ def render_html(data: dict, bundle: str | None = None) -> str:
 <section id="entities"><h2>Entities</h2>
 <p class="muted">{_e(time_note)}</p>
 {_chart('chart-entities', specs)}
-<details open><summary>Top {len(top_rows)} entities (all labels, all periods)</summary>
-{_table(['entity', 'label', 'mentions', 'articles'], top_rows, 'top-entities')}</details>
+<h3>Top {len(top_rows[:TOP_SHOWN])} entities (all labels, all periods)</h3>
+{_table(['entity', 'label', 'mentions', 'articles'], top_rows[:TOP_SHOWN], 'top-entities')}
+{f"<details><summary>{len(top_rows) - TOP_SHOWN} more</summary>" + _table(
+    ['entity', 'label', 'mentions', 'articles'], top_rows[TOP_SHOWN:]) + "</details>"
+ if len(top_rows) > TOP_SHOWN else ""}
 </section>
 <div class="grid">
 <section id="languages"><h2>Languages</h2>{_chart('chart-languages', specs) or '<p>No articles kept.</p>'}</section>
