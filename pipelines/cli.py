@@ -1,5 +1,6 @@
-"""Command line: ``newsbeam run INPUT... --output DIR [options] [Beam options]`` and
-``newsbeam watch INPUT_DIR --output DIR --state-dir STATE [--interval SECONDS]``."""
+"""Command line: ``newsbeam run INPUT... --output DIR [options] [Beam options]``,
+``newsbeam watch INPUT_DIR --output DIR --state-dir STATE [--interval SECONDS]`` and
+``newsbeam report OUT [--output FILE]``."""
 
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def _build_parser():
     run.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz), "
                           "folder, or glob; local or any Beam FileSystems URL")
-    run.add_argument("--verbose", action="store_true",
-                     help="show Beam's and the workers' logs, and the traceback of a failure")
+    _add_console_flags(run)
+    run.add_argument("--report", action="store_true",
+                     help="after a successful run, write OUTPUT/report.html (see 'newsbeam report')")
     NewsbeamOptions._add_argparse_args(run)
     watch = sub.add_parser(
         "watch", help="process a folder incrementally as files arrive, until SIGINT/SIGTERM",
@@ -75,10 +77,26 @@ def _build_parser():
                        help="seconds between checks of INPUT_DIR (default: 60)")
     watch.add_argument("--max-failures", dest="max_failures", type=int, default=3,
                        help="exit with status 1 after this many failed batches in a row (default: 3)")
-    watch.add_argument("--verbose", action="store_true",
-                       help="show Beam's and the workers' logs, and the traceback of a failure")
+    _add_console_flags(watch)
     NewsbeamOptions._add_argparse_args(watch)
+    rep = sub.add_parser(
+        "report", help="write one self-contained HTML page with charts about an output folder",
+        description="Write OUT/report.html (or --output FILE): one HTML file with its scripts, styles and "
+                    "data inline, which opens from disk in any browser with no network. It shows the top "
+                    "entities over time, languages, duplicates, rejected inputs with examples, timings and "
+                    "versions, and for a --state-dir output the trend across runs (OUT/runs/*).")
+    rep.add_argument("inputs", nargs=1, metavar="OUT", help="a newsbeam output folder (local or FileSystems URL)")
+    rep.add_argument("--output", default=None, metavar="FILE", help="where to write the page "
+                     "(default: OUT/report.html)")
     return parser
+
+
+def _add_console_flags(parser) -> None:
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("--verbose", action="store_true",
+                      help="show Beam's and the workers' logs, and the traceback of a failure")
+    loud.add_argument("--quiet", action="store_true",
+                      help="print only the one-line summary and errors (no start line, progress or warnings)")
 
 
 def format_summary(summary: dict) -> str:
@@ -88,10 +106,11 @@ def format_summary(summary: dict) -> str:
         f"newsbeam: {plural(summary['inputs']['records'], 'input record')} from "
         f"{plural(summary['inputs']['files'], 'file')} "
         f"in {summary['timings']['wall_seconds']:.1f}s",
-        f"  articles kept: {summary['articles']}",
-        "  duplicates:    {total}".format(**summary["duplicates"]) + "".join(
-            f" ({k} {v})" for k, v in summary["duplicates"].items() if k != "total"),
-        f"  rejected:      {summary['rejected']['total']}",
+        f"  articles kept: {summary['articles']:,}",
+        f"  duplicates:    {summary['duplicates']['total']:,}" + (" (" + ", ".join(
+            f"{v:,} {k}" for k, v in summary["duplicates"].items() if k != "total") + ")"
+            if summary["duplicates"]["total"] else ""),
+        f"  rejected:      {summary['rejected']['total']:,}",
     ]
     for reason, n in summary["inputs"].get("skipped", {}).items():
         what = {"not_a_regular_file": "not regular files (FIFOs, sockets, devices), never opened",
@@ -108,7 +127,7 @@ def format_summary(summary: dict) -> str:
                      + " (articles kept without entities; see --spacy-model)")
     lines.append("  top entities:")
     for e in summary["top_entities"]:
-        lines.append(f"    {e['mentions']:>6}  {e['entity']} ({e['label']}, {e['documents']} articles)")
+        lines.append(f"    {e['mentions']:>6,}  {e['entity']} ({e['label']}, {plural(e['documents'], 'article')})")
     if not summary["top_entities"]:
         lines.append("    -")
     if "incremental" in summary:
@@ -150,7 +169,7 @@ def run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
 
     from pipelines.console import StderrGate
 
-    gate = StderrGate(verbose=getattr(argv_ns, "verbose", False))
+    gate = StderrGate(verbose=getattr(argv_ns, "verbose", False), quiet=_console.get("quiet", False))
 
     def on_signal(signum, frame):
         # Close the gate before anything unwinds: the workers got the same
@@ -198,8 +217,7 @@ def _run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         prep = prepare(argv_ns, beam_args)
         if not prep.ns.state_dir:
             check_output_writable(prep.ns.output)
-            print(format_summary(run_standalone(prep, started)))
-            return EXIT_OK
+            return _finish(run_standalone(prep, started), prep.ns.output)
         lock = acquire_lock(prep, new_run_id())
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
@@ -212,8 +230,7 @@ def _run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         return EXIT_FAILED
     try:
         check_output_writable(prep.ns.output)
-        print(format_summary(run_incremental(prep, StateStore(prep.ns.state_dir), prep.files, started)))
-        return EXIT_OK
+        return _finish(run_incremental(prep, StateStore(prep.ns.state_dir), prep.files, started), prep.ns.output)
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -222,6 +239,47 @@ def _run(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         return EXIT_FAILED
     finally:
         lock.release()
+
+
+# Launcher flags that are no pipeline option: taken out of the namespace
+# before it reaches the orchestration (nor its resume key).
+_console: dict = {}
+
+
+def _summary_text(summary: dict) -> str:
+    from pipelines.console import summary_line
+
+    return summary_line(summary) if _console.get("quiet") else format_summary(summary)
+
+
+def _finish(summary: dict, output: str) -> int:
+    """Print the summary; with --report write the report of ``output``."""
+    print(_summary_text(summary), flush=True)
+    if not _console.get("report"):
+        return EXIT_OK
+    return _write_report(output, None, after_run=True)
+
+
+def _write_report(out: str, target: str | None, after_run: bool = False) -> int:
+    from pipelines.console import human_bytes
+    from pipelines.report import ReportError, write_report
+
+    try:
+        path, size = write_report(out, target)
+    except ReportError as e:
+        print(f"newsbeam: error: {e}", file=sys.stderr)
+        return EXIT_FAILED if after_run else EXIT_USAGE
+    except Exception as e:  # a report is not worth a traceback: say what failed
+        done = "; the run's output is complete" if after_run else ""
+        print(f"newsbeam: error: the report could not be written: {type(e).__name__}: {e}{done}", file=sys.stderr)
+        return EXIT_FAILED
+    if not _console.get("quiet"):
+        print(f"newsbeam: report: {path} ({human_bytes(size)})", flush=True)
+    return EXIT_OK
+
+
+def report(argv_ns: argparse.Namespace) -> int:
+    return _write_report(argv_ns.inputs[0], argv_ns.output)
 
 
 def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
@@ -274,7 +332,7 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
             return EXIT_FAILED
         if summary is None:
             return None
-        print(format_summary(summary))
+        print(_summary_text(summary))
         return EXIT_OK
 
     signals = StopSignals().install()
@@ -340,13 +398,14 @@ def check_unknown_options(extra: list[str], known: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
+    quiet = "--quiet" in argv and not verbose
     # Beam logs at import (apitools, bigquery) and per bundle; those are for
     # --verbose. newsbeam's own warnings stay.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     if not verbose:
         logging.getLogger().setLevel(logging.ERROR)
-        _LOG.setLevel(logging.WARNING)
+        _LOG.setLevel(logging.ERROR if quiet else logging.WARNING)
     parser = _build_parser()
     ns, extra = parser.parse_known_args(argv)
     if ns.command is None:
@@ -357,6 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"newsbeam: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    from pipelines import console
+
+    _console.clear()
+    _console.update(quiet=vars(ns).pop("quiet", False), report=vars(ns).pop("report", False))
+    console.configure(quiet=_console["quiet"], verbose=getattr(ns, "verbose", False))
+    if ns.command == "report":
+        if extra:
+            print(f"newsbeam: error: unexpected argument {extra[0]!r}; see 'newsbeam report --help'", file=sys.stderr)
+            return EXIT_USAGE
+        return report(ns)
     if ns.command == "run":
         return run(ns, extra)
     if ns.command == "watch":

@@ -215,3 +215,19 @@ def test_an_interrupt_is_one_line_exit_status_and_no_orphans(tmp_path, signame, 
     assert not [c for c in everyone if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert (out / "summary.json").read_text() == '{"previous": true}'
     assert not list((out / ".staging").glob("*")) if (out / ".staging").exists() else True
+
+
+def test_report_of_a_folder_that_is_no_output_is_a_usage_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no newsbeam output" in capsys.readouterr().err
+
+
+def test_quiet_run_prints_one_summary_line_and_report_writes_the_page(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(SEEDS), "--output", str(out), "--runner=FnApiRunner", "--quiet", "--report"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and printed[0].startswith("newsbeam: 1 input record from 1 file in ")
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(SEEDS), "--output", str(out), "--quiet", "--verbose"])
+    assert e.value.code == 2, "--quiet and --verbose exclude each other"
