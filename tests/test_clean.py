@@ -399,3 +399,19 @@ def test_transform_validates_arguments(kwargs):
         CleanArticles(**kwargs)
     with pytest.raises(ValueError):
         CleanArticleFn(**{"min_words": 20, "date_order": "DMY", **kwargs})
+
+
+def test_symbol_runs_are_cut_so_the_tokenizer_stays_linear():
+    import time
+
+    import spacy
+
+    from pipelines.clean import MAX_SYMBOL_RUN
+
+    text = clean_text("words " + "<" * 32_000 + " and " + "-" * MAX_SYMBOL_RUN + " more")
+    assert text == "words " + "<" * MAX_SYMBOL_RUN + " and " + "-" * MAX_SYMBOL_RUN + " more"
+    assert clean_text(text) == text  # still a fixed point
+    # 32,000 '<' took spaCy's tokenizer about three minutes before; loose bound.
+    start = time.perf_counter()
+    spacy.blank("en").make_doc(clean_text(("x " + "$" * 5000 + " ") * 100))
+    assert time.perf_counter() - start < 5.0
