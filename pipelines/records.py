@@ -69,6 +69,9 @@ def rejected(source: str, stage: str, reason: str, detail: str, raw: str | None 
     """A quarantine record: why an input did not become an article."""
     if raw is not None and len(raw) > RAW_EXCERPT_CHARS:
         raw = raw[:RAW_EXCERPT_CHARS]
+    if raw is not None:
+        # A lone surrogate (JSON allows "\ud9b3") cannot be written as Avro's UTF-8.
+        raw = raw.encode("utf-8", "replace").decode("utf-8")
     return {"source": source, "stage": stage, "reason": reason, "detail": detail, "raw": raw}
 
 

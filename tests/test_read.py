@@ -201,3 +201,14 @@ def test_only_a_bom_or_unicode_spaces_is_empty_for_every_format(data):
     for fmt in ("text", "json", "jsonl", "html"):
         [record] = parse_payload(data, "s", "k", fmt)
         assert record["reason"] == "empty"
+
+
+def test_a_rejected_record_with_a_lone_surrogate_can_be_written_as_avro():
+    import fastavro
+
+    from pipelines.records import load_schema, rejected
+
+    record = rejected("x.json", "clean", "empty_after_clean", "no text", raw="before \ud9b3 after")
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(load_schema("rejected")), [record])
+    assert record["raw"] == "before ? after"
