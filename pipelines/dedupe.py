@@ -59,7 +59,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.clean import normalise_for_hash
-from pipelines.records import load_schema
+from pipelines.records import load_schema, read_avro_matched
 from pipelines.write import WriteRecords
 
 __all__ = [
@@ -579,13 +579,6 @@ class DedupeArticles(beam.PTransform):
         return {"articles": kept, "duplicates": decisions["duplicates"], "fingerprints": decisions["fingerprints"]}
 
 
-def read_fingerprint_file(readable) -> Iterator[dict]:
-    import fastavro
-
-    with readable.open(compression_type="uncompressed") as f:
-        yield from fastavro.reader(f)
-
-
 class ReadFingerprints(beam.PTransform):
     """PBegin -> fingerprint records in ``<state_dir>/dedupe/*.avro`` (none when absent)."""
 
@@ -601,7 +594,7 @@ class ReadFingerprints(beam.PTransform):
             | "MatchHistory" >> fileio.MatchFiles(self._pattern,
                                                   empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
             | "OpenHistory" >> fileio.ReadMatches()
-            | "ParseHistory" >> beam.FlatMap(read_fingerprint_file)
+            | "ParseHistory" >> beam.FlatMap(read_avro_matched)
         )
 
 

@@ -320,7 +320,6 @@ def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool 
 WORK = "_work"
 PLAN_FILE = "plan.jsonl"
 DONE = "done"
-PHASES = ("clean", "dedupe", "annotate", "merge")
 PART_DIGITS = 6
 
 
@@ -422,9 +421,11 @@ def run_unit(spec: dict) -> dict:
 
     started = time.time()
     ns = argparse.Namespace(**spec["ns"])
+    from apache_beam.options.pipeline_options import DirectOptions
+
     options, nb = beam_options(spec["beam_args"], ns, 0)
-    options.view_as(_direct_options()).direct_running_mode = "in_memory"
-    options.view_as(_direct_options()).direct_num_workers = 1
+    options.view_as(DirectOptions).direct_running_mode = "in_memory"
+    options.view_as(DirectOptions).direct_num_workers = 1
     schemas = load_schemas()
     p = beam.Pipeline(runner=make_runner(options), options=options)
     phase, part, work = spec["phase"], spec.get("part"), spec["work"]
@@ -442,12 +443,6 @@ def run_unit(spec: dict) -> dict:
     result.wait_until_finish()
     return {"seconds": round(time.time() - started, 3), "counters": user_counters(result),
             "stage_seconds": stage_seconds(result)}
-
-
-def _direct_options():
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    return DirectOptions
 
 
 _progress_counter = None
@@ -529,55 +524,6 @@ def _delete_beam_temp(folders: list[str]) -> None:
             _delete_matching([FileSystems.join(folder, "**", "beam-temp-*")])
 
 
-class _Progress:
-    """Prints how far a run in parts is: the share of the input done, the
-    rate and an ETA, at most every ``interval`` seconds."""
-
-    def __init__(self, interval: float, total_bytes: int):
-        self._interval = interval if interval and interval > 0 else 30.0
-        self._total_bytes = max(total_bytes, 1)
-        self._last = time.monotonic()
-        self.phase = None
-        self._phase_started = time.monotonic()
-        self._done_at_start = 0
-
-    def start_phase(self, phase: str, total: int, unit: str, done: int = 0) -> None:
-        self.phase, self._total, self._unit = phase, max(total, 0), unit
-        self._phase_started = time.monotonic()
-        self._done_at_start = done
-
-    def due(self) -> bool:
-        return time.monotonic() - self._last >= self._interval
-
-    def line(self, done: int) -> str:
-        from pipelines.console import human_bytes
-
-        elapsed = max(time.monotonic() - self._phase_started, 1e-9)
-        rate = max(done - self._done_at_start, 0) / elapsed
-        left = max(self._total - done, 0)
-        eta = _clock(left / rate) if rate > 0 else "unknown"
-        share = 100.0 * done / self._total if self._total else 100.0
-        if self._unit == "bytes":
-            amount = f"{human_bytes(done)} of {human_bytes(self._total)}"
-            speed = f"{human_bytes(rate)}/s"
-        else:
-            amount = f"{done:,} of {self._total:,} {self._unit}"
-            speed = f"{rate:,.1f} {self._unit}/s"
-        return f"newsbeam: {self.phase}: {amount} ({share:.0f}%), {speed}, ETA {eta}"
-
-    def report(self, done: int, force: bool = False) -> None:
-        if force or self.due():
-            self._last = time.monotonic()
-            _LOG.warning("%s", self.line(done))
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def _count_records(pattern: str) -> int:
     """Records in the Avro files matching ``pattern`` (read from each file's blocks)."""
     import fastavro
@@ -593,15 +539,16 @@ def _count_records(pattern: str) -> int:
     return total
 
 
-def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | None,
-                     state_out: str | None) -> tuple[dict, list[dict], dict]:
+def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: str, state_in: str | None,
+                     state_out: str | None) -> tuple[dict, dict, dict]:
     """Run the four phases over ``files`` into ``out_dir``: returns (counters,
-    summary tallies and top entities, timings). A unit of work that finished
+    stage seconds, what the summary says of the execution). A unit of work that finished
     in an earlier attempt of the same run (its marker under the work folder)
     is not run again."""
     import concurrent.futures
     import multiprocessing
 
+    from pipelines.console import ProgressDisplay, start_line
     from pipelines.pipeline import WORK_DIRS
     from pipelines.read import write_plan
     from pipelines.state import read_text, write_atomic
@@ -642,6 +589,8 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
             write_plan(part, plan)
 
     workers = max(1, min(wanted, len(parts)))
+    _LOG.warning("%s", start_line(len(files), sum(max(f.size, 0) for f in files), final_output,
+                                  "FnApiRunner", workers))
     base = {"ns": vars(ns), "beam_args": beam_args, "work": work, "state_in": state_in, "state_out": state_out}
     counter = multiprocessing.get_context("spawn").Value("q", 0)
     global _progress_counter
@@ -649,7 +598,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
     from pipelines import pipeline as composition
 
     composition.progress_sink = _count_progress
-    progress = _Progress(nb.progress_interval, sum(max(f.size, 0) for f in files))
+    progress = ProgressDisplay(sum(max(f.size, 0) for f in files), "bytes", nb.progress_interval)
     timings: dict[str, float] = {}
     pool = None
     if workers > 1:
@@ -668,7 +617,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
             _delete_matching(_unit_outputs(sp["phase"], sp.get("part"), work, out_dir, state_out))
         counted_from = counter.value
         finished = 0
-        progress.start_phase(phase, total, unit, done_before)
+        progress.update(done_before, phase=phase, total=total, unit=unit)
 
         def now_done() -> int:
             live = finished if amount_of else counter.value - counted_from
@@ -682,7 +631,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
 
         if pool is None or len(todo) <= 1:
             for u, sp in todo:
-                progress.report(now_done())
+                progress.update(now_done())
                 record(u, run_unit(sp))
         else:
             futures = {pool.submit(run_unit, sp): u for u, sp in todo}
@@ -692,7 +641,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
                     pending, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in finished_now:
                     record(futures[future], future.result())  # a failed unit fails the run
-                progress.report(now_done())
+                progress.update(now_done())
         timings[phase] = round(time.time() - phase_started, 3)
 
     try:
@@ -712,6 +661,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, state_in: str | 
         run_all("merge", [("merge", {**base, "phase": "merge"})], "units", 1, int("merge" in done),
                 amount_of=lambda u: 1)
     finally:
+        progress.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         composition.progress_sink = None
@@ -746,15 +696,17 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
     total_bytes = sum(max(f.size, 0) for f in files)
     ns = argparse.Namespace(**{**vars(prep.ns), "output": out_dir})
     options, nb = beam_options(prep.beam_args, ns, total_bytes)
-    from pipelines.console import human_bytes, plural
+    from pipelines.console import start_line
 
-    _LOG.warning("newsbeam: %s (%s) -> %s", plural(len(files), "input file"), human_bytes(total_bytes), final_output)
     pipeline_started = time.time()
     work = FileSystems.join(out_dir, WORK)
     if runs_in_parts(options):
-        counters, stages, parts_info = execute_in_parts(prep, files, out_dir, state_in, state_out)
+        counters, stages, parts_info = execute_in_parts(prep, files, out_dir, final_output, state_in, state_out)
         summary_dir = FileSystems.join(work, SUMMARY_DIR)
     else:
+        direct = options.get_all_options()
+        workers = direct.get("direct_num_workers") if direct.get("direct_running_mode") == "multi_processing" else None
+        _LOG.warning("%s", start_line(len(files), total_bytes, final_output, direct.get("runner"), workers))
         plan = FileSystems.join(work, PLAN_FILE)
         write_plan(files, plan)
         schemas = load_schemas()

@@ -86,7 +86,8 @@ class ProgressFn(beam.DoFn):
         now = time.monotonic()
         if self._start is None:  # model loading is not throughput
             self._start = self._last = now
-        if self._interval > 0 and now - self._last >= self._interval:
+        # A launcher that runs the parts of a run reports progress itself.
+        if progress_sink is None and self._interval > 0 and now - self._last >= self._interval:
             self._last = now
             rate = self._count / max(now - self._start, 1e-9)
             # stderr rather than logging: local worker processes share the
@@ -144,27 +145,26 @@ def _annotate(kept, options: NewsbeamOptions):
     return annotated, language["rejected"], counts
 
 
-def _tallies(label: str, out_prefix: str, articles=None, duplicates=None, rejected=None, options=None,
-             extra=()) -> None:
+def _tallies(out_prefix: str, articles=None, duplicates=None, rejected=None, options=None, extra=()) -> None:
     """Write the summary's tallies (kind, key, count) of what this pipeline
     produced as JSON lines under ``out_prefix``."""
     keyed = []
     if articles is not None:
-        keyed.append(articles | f"{label}KeyArticles" >> beam.Map(_count_keys("articles")))
-        keyed.append(articles | f"{label}KeyNoModel" >> beam.FlatMap(
+        keyed.append(articles | "KeyArticles" >> beam.Map(_count_keys("articles")))
+        keyed.append(articles | "KeyNoModel" >> beam.FlatMap(
             _no_model_keys, parse_model_map(options.spacy_model)))
     if duplicates is not None:
-        keyed.append(duplicates | f"{label}KeyDuplicates" >> beam.Map(_count_keys("duplicates")))
+        keyed.append(duplicates | "KeyDuplicates" >> beam.Map(_count_keys("duplicates")))
     if rejected is not None:
-        keyed.append(rejected | f"{label}KeyRejected" >> beam.Map(_count_keys("rejected")))
+        keyed.append(rejected | "KeyRejected" >> beam.Map(_count_keys("rejected")))
     tallies = (
         tuple(keyed)
-        | f"{label}AllTallies" >> beam.Flatten()
-        | f"{label}CountTallies" >> beam.combiners.Count.PerElement()
-        | f"{label}TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))
+        | "AllTallies" >> beam.Flatten()
+        | "CountTallies" >> beam.combiners.Count.PerElement()
+        | "TallyJson" >> beam.Map(lambda kv: json.dumps({"kind": kv[0][0], "key": kv[0][1], "count": kv[1]}))
     )
-    lines = (tallies, *extra) | f"{label}SummaryLines" >> beam.Flatten()
-    lines | f"{label}WriteSummaryParts" >> beam.io.WriteToText(out_prefix, file_name_suffix=".jsonl")
+    lines = (tallies, *extra) | "SummaryLines" >> beam.Flatten()
+    lines | "WriteSummaryParts" >> beam.io.WriteToText(out_prefix, file_name_suffix=".jsonl")
 
 
 def build_pipeline(p: beam.Pipeline, plan: str, options: NewsbeamOptions, schemas: dict,
@@ -193,7 +193,7 @@ def build_pipeline(p: beam.Pipeline, plan: str, options: NewsbeamOptions, schema
         p | "RecordInputs" >> RecordInputs(plan, state_out)
         deduped["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
 
-    _tallies("", FileSystems.join(out, SUMMARY_DIR, "part"), articles=annotated,
+    _tallies(FileSystems.join(out, SUMMARY_DIR, "part"), articles=annotated,
              duplicates=deduped["duplicates"], rejected=rejected, options=options, extra=(_top_entities(counts),))
     return {"articles": annotated, "duplicates": deduped["duplicates"], "rejected": rejected,
             "entity_counts": counts}
@@ -224,7 +224,7 @@ def build_clean_phase(p: beam.Pipeline, plan: str, part: str, work: str, options
     rejected | "WriteRejected" >> WriteRecords(options.output, "rejected", schemas["rejected"], prefix=f"{part}-clean")
     if state_out:
         p | "RecordInputs" >> RecordInputs(plan, state_out, prefix=part)
-    _tallies("", _work(work, "summary", f"{part}-clean"), rejected=rejected)
+    _tallies(_work(work, "summary", f"{part}-clean"), rejected=rejected)
 
 
 def build_dedupe_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, schemas: dict,
@@ -246,7 +246,7 @@ def build_dedupe_phase(p: beam.Pipeline, work: str, options: NewsbeamOptions, sc
         _work(work, "duplicate_ids", "part"), file_name_suffix=".txt")
     if state_out:
         decisions["fingerprints"] | "WriteDedupeHistory" >> WriteFingerprints(state_out)
-    _tallies("", _work(work, "summary", "dedupe"), duplicates=duplicates)
+    _tallies(_work(work, "summary", "dedupe"), duplicates=duplicates)
 
 
 def build_annotate_phase(p: beam.Pipeline, part: str, work: str, options: NewsbeamOptions, schemas: dict) -> None:
@@ -268,7 +268,7 @@ def build_annotate_phase(p: beam.Pipeline, part: str, work: str, options: Newsbe
     annotated | "WriteArticles" >> WriteRecords(out, "articles", schemas["article"], prefix=part)
     rejected | "WriteRejected" >> WriteRecords(out, "rejected", schemas["rejected"], prefix=f"{part}-annotate")
     counts | "WriteCounts" >> WriteRecords(work, WORK_DIRS["counts"], schemas["entity_count"], prefix=part)
-    _tallies("", _work(work, "summary", f"{part}-annotate"), articles=annotated, rejected=rejected,
+    _tallies(_work(work, "summary", f"{part}-annotate"), articles=annotated, rejected=rejected,
              options=options)
 
 

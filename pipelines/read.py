@@ -429,14 +429,11 @@ def write_plan(files: Iterable[InputFile], path: str) -> int:
     return count
 
 
-_INPUT_FIELDS = None
+_INPUT_FIELDS = frozenset(f.name for f in fields(InputFile))
 
 
 def read_plan(path: str) -> Iterator[InputFile]:
     """The InputFile entries of a plan written by ``write_plan``."""
-    global _INPUT_FIELDS
-    if _INPUT_FIELDS is None:
-        _INPUT_FIELDS = {f.name for f in fields(InputFile)}
     with FileSystems.open(path, compression_type="uncompressed") as f:
         for line in io.TextIOWrapper(f, encoding="utf-8"):
             if line.strip():

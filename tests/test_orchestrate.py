@@ -75,15 +75,21 @@ def test_runs_in_parts_only_on_local_runners():
     assert not runs_in_parts(PipelineOptions(["--runner=DataflowRunner"]))
 
 
-def test_progress_line_says_share_rate_and_eta(monkeypatch):
-    from pipelines import orchestrate
+def test_progress_line_says_share_rate_and_eta():
+    """The line a run in parts prints (console.ProgressDisplay, as execute_in_parts drives it)."""
+    import io
 
-    clock = iter([0.0, 0.0, 0.0, 10.0, 10.0])
-    monkeypatch.setattr(orchestrate.time, "monotonic", lambda: next(clock))
-    progress = orchestrate._Progress(5, 1000)
-    progress.start_phase("annotate", 400, "articles", done=100)
-    line = progress.line(200)
+    from pipelines.console import ProgressDisplay
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = ProgressDisplay(1000, "bytes", 5, stream=stream, clock=lambda: now[0], live=False, enabled=True)
+    progress.update(100, phase="annotate", total=400, unit="articles")
+    now[0] = 10.0
+    progress.update(200)
+    line = progress.line()
     assert line == "newsbeam: annotate: 200 of 400 articles (50%), 10.0 articles/s, ETA 0:20"
+    assert stream.getvalue().splitlines() == [line]
 
 
 def test_part_bytes_spreads_the_input_evenly_over_the_workers():
