@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -74,6 +74,7 @@ __all__ = [
     "WriteFingerprints",
     "band_keys",
     "bucket_pairs",
+    "decide_in_passes",
     "fingerprint",
     "jaccard",
     "keep_order",
@@ -300,6 +301,167 @@ def fingerprint(article: dict) -> dict:
         "shingle_scheme": SHINGLE_SCHEME,
         "shingles": shingle_hashes(article["text"]).tobytes(),
     }
+
+
+# ---------------------------------------------------------------------------
+# The same decisions in passes over fingerprint files (bounded memory)
+
+
+def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callable[[], Iterable[dict]],
+                     scratch: str, threshold: float = 0.8, bucket_cap: int = DEFAULT_BUCKET_CAP,
+                     counters: Counter | None = None) -> Iterator[tuple[str, dict]]:
+    """The decisions of ``DedupeDecisions``, made in passes over the records
+    instead of in one Beam graph, as datatrove does its MinHash dedupe.
+
+    ``fingerprints`` and ``history`` return a fresh iterable of fingerprint
+    records each time they are called: every pass reads the records again
+    rather than holding them. ``scratch`` is a local file that holds the
+    shingles of the articles compared for near duplicates between the pass
+    that reads them and verification. Yields ``("duplicate", record)`` per
+    current article that is not kept and ``("fingerprint", record)`` per
+    article newly kept; ``counters`` gets the counters the Beam transforms
+    count (``dedupe:<name>``).
+
+    What stays in memory is compact: per distinct content hash and per
+    article compared its keep order, 12 bytes per LSH band entry, 8 bytes per
+    candidate pair, and the verified edges. The decisions are those of
+    ``DedupeDecisions`` for the same input: the same functions decide
+    (``resolve_exact_group``'s rule, ``bucket_pairs``, ``jaccard``,
+    ``resolve_near``) in the same order.
+    """
+    from array import array
+
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError("threshold must be in (0, 1]")
+    if bucket_cap < 2:
+        raise ValueError("bucket_cap must be at least 2")
+    count = counters if counters is not None else Counter()
+    bands, rows = lsh_bands(threshold)
+
+    # Pass 1: what decides each content hash's exact group.
+    first_in_history: dict[str, tuple] = {}  # hash -> earliest history (keep order)
+    history_inputs: set[int] = set()  # hash((id, content hash)) of history records
+    for h in history():
+        order = keep_order(h)
+        known = first_in_history.get(h["content_hash"])
+        if known is None or order < known:
+            first_in_history[h["content_hash"]] = order
+        history_inputs.add(hash((h["id"], h["content_hash"])))
+    best: dict[str, tuple] = {}  # hash -> earliest current article (node order)
+    seen_again: dict[str, tuple] = {}  # hash -> earliest current article already in the history
+    for fp in fingerprints():
+        digest, order = fp["content_hash"], node_order(fp, history=False)
+        if digest in first_in_history:
+            if hash((fp["id"], digest)) in history_inputs:
+                if digest not in seen_again or order < seen_again[digest]:
+                    seen_again[digest] = order
+        elif digest not in best or order < best[digest]:
+            best[digest] = order
+    del history_inputs
+
+    # Pass 2: the nodes compared for near duplicates (history, and each
+    # current exact group's representative), their band keys and shingles.
+    orders: list[tuple] = []
+    offsets, lengths = array("Q"), array("I")
+    band_hashes, band_nodes = array("Q"), array("I")
+    with open(scratch, "wb") as spill:
+        def add_node(order: tuple, packed: bytes) -> None:
+            keys = band_keys(unpack_shingles(packed), bands, rows)
+            if not keys:
+                count["dedupe:articles_without_shingles"] += 1
+            index = len(orders)
+            orders.append(order)
+            offsets.append(spill.tell())
+            lengths.append(len(packed))
+            spill.write(packed)
+            for key in keys:
+                band_hashes.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+                band_nodes.append(index)
+
+        for h in history():
+            count["dedupe:history_fingerprints"] += 1
+            if h.get("shingle_scheme") != SHINGLE_SCHEME:
+                count["dedupe:history_other_shingle_scheme"] += 1
+                continue
+            add_node(node_order(h, history=True), bytes(h["shingles"]))
+        for fp in fingerprints():
+            order = best.get(fp["content_hash"])
+            if order is not None and order[-1] == fp["id"]:
+                add_node(order, bytes(fp["shingles"]))
+
+    # Buckets -> distinct candidate pairs, as node numbers.
+    index_of = {order: i for i, order in enumerate(orders)}
+    keys = np.frombuffer(band_hashes, dtype=np.uint64)
+    members_of = np.frombuffer(band_nodes, dtype=np.uint32)
+    by_key = np.argsort(keys, kind="stable")
+    sorted_keys = keys[by_key]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    ends = np.r_[starts[1:], len(sorted_keys)]
+    n = len(orders)
+    pairs = array("Q")
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if end - start < 2:
+            continue
+        members = [orders[i] for i in members_of[by_key[start:end]].tolist()]
+        oversized, bucket = bucket_pairs(members, bucket_cap)
+        if oversized:
+            count["dedupe:oversized_buckets"] += 1
+        for a, b in bucket:
+            pairs.append(index_of[a] * n + index_of[b])
+    del keys, members_of, by_key, sorted_keys, index_of
+    del band_hashes[:], band_nodes[:]  # emptied, not unbound: add_node refers to them
+    distinct = np.unique(np.frombuffer(pairs, dtype=np.uint64)) if len(pairs) else np.zeros(0, np.uint64)
+    del pairs
+
+    # Verification: exact Jaccard of each candidate pair, shingles read back.
+    edges = []
+    with open(scratch, "rb") as spill:
+        def shingles_of(i: int) -> np.ndarray:
+            spill.seek(offsets[i])
+            return unpack_shingles(spill.read(lengths[i]))
+
+        last_a, a_shingles = -1, None
+        for code in distinct.tolist():
+            a, b = divmod(code, n)
+            if a != last_a:
+                last_a, a_shingles = a, shingles_of(a)
+            count["dedupe:candidate_pairs"] += 1
+            sim = jaccard(a_shingles, shingles_of(b))
+            if sim >= threshold:
+                count["dedupe:verified_pairs"] += 1
+                edges.append((orders[a], orders[b], sim))
+            else:
+                count["dedupe:candidates_below_threshold"] += 1
+    del distinct
+    near = resolve_near(edges)
+    del edges
+
+    # Pass 3: every current article's decision.
+    for fp in fingerprints():
+        digest, id_ = fp["content_hash"], fp["id"]
+        if digest in first_in_history:
+            seen = seen_again.get(digest)
+            if seen is not None and seen[-1] == id_:
+                count["dedupe:already_in_history"] += 1
+                continue
+            count["dedupe:exact_duplicates"] += 1
+            if seen is None:
+                count["dedupe:history_duplicates"] += 1
+            yield "duplicate", duplicate_record(fp, (seen or first_in_history[digest])[-1], "exact", 1.0)
+            continue
+        representative = best[digest][-1]
+        if representative in near:
+            kept_id, sim, in_history = near[representative]
+            count["dedupe:near_duplicates"] += 1
+            if in_history:
+                count["dedupe:history_duplicates"] += 1
+            yield "duplicate", duplicate_record(fp, kept_id, "near", sim)
+        elif representative == id_:
+            count["dedupe:kept"] += 1
+            yield "fingerprint", fp
+        else:
+            count["dedupe:exact_duplicates"] += 1
+            yield "duplicate", duplicate_record(fp, representative, "exact", 1.0)
 
 
 # ---------------------------------------------------------------------------

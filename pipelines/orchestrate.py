@@ -412,8 +412,9 @@ def default_workers() -> int:
 
 def run_unit(spec: dict) -> dict:
     """Run one unit of work (a phase, for one part of the input or for all)
-    as its own Beam pipeline, in this process; returns its metrics. Called in
-    the launcher or in a worker process of the pool."""
+    in this process: a Beam pipeline of its own, except the dedupe phase,
+    which reads the fingerprint files in passes (``pipeline.run_dedupe_phase``);
+    returns its metrics. Called in the launcher or in a worker process of the pool."""
     import apache_beam as beam
 
     from pipelines import pipeline as composition
@@ -424,15 +425,18 @@ def run_unit(spec: dict) -> dict:
     from apache_beam.options.pipeline_options import DirectOptions
 
     options, nb = beam_options(spec["beam_args"], ns, 0)
+    phase, part, work = spec["phase"], spec.get("part"), spec["work"]
+    if phase == "dedupe":
+        counters = composition.run_dedupe_phase(work, nb, load_schemas(), spec.get("state_in"),
+                                                spec.get("state_out"))
+        seconds = round(time.time() - started, 3)
+        return {"seconds": seconds, "counters": counters, "stage_seconds": {"Dedupe": seconds}}
     options.view_as(DirectOptions).direct_running_mode = "in_memory"
     options.view_as(DirectOptions).direct_num_workers = 1
     schemas = load_schemas()
     p = beam.Pipeline(runner=make_runner(options), options=options)
-    phase, part, work = spec["phase"], spec.get("part"), spec["work"]
     if phase == "clean":
         composition.build_clean_phase(p, spec["plan"], part, work, nb, schemas, state_out=spec.get("state_out"))
-    elif phase == "dedupe":
-        composition.build_dedupe_phase(p, work, nb, schemas, spec.get("state_in"), spec.get("state_out"))
     elif phase == "annotate":
         composition.build_annotate_phase(p, part, work, nb, schemas)
     elif phase == "merge":
@@ -629,7 +633,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
             write_atomic(FileSystems.join(marker_dir, u + ".json"), json.dumps(result).encode("utf-8"))
             finished += amount_of(u) if amount_of else 0
 
-        if pool is None or len(todo) <= 1:
+        if pool is None:
             for u, sp in todo:
                 progress.update(now_done())
                 record(u, run_unit(sp))

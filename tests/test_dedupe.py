@@ -1,4 +1,5 @@
 import random
+from collections import Counter
 
 import apache_beam as beam
 import numpy as np
@@ -9,11 +10,13 @@ from helpers import article
 
 from pipelines.dedupe import (
     CURRENT_RANK,
+    DEFAULT_BUCKET_CAP,
     HISTORY_RANK,
     DedupeArticles,
     ReadFingerprints,
     WriteFingerprints,
     bucket_pairs,
+    decide_in_passes,
     fingerprint,
     jaccard,
     lsh_bands,
@@ -322,3 +325,95 @@ def test_absent_history_folder_is_an_empty_history(test_pipeline, tmp_path):
 def test_dedupe_validates_arguments(kwargs):
     with pytest.raises(ValueError):
         DedupeArticles(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# decide_in_passes: the same decisions over re-readable records
+
+
+def passes(articles, history=(), bucket_cap=DEFAULT_BUCKET_CAP, tmp_path=None, threshold=0.8):
+    fps = [fingerprint(a) for a in articles]
+    counters = Counter()
+    scratch = str(tmp_path / "shingles.bin")
+    out = list(decide_in_passes(lambda: iter(fps), lambda: iter(history), scratch, threshold, bucket_cap,
+                                counters=counters))
+    dups = sorted((r["id"], r["duplicate_of"], r["method"], round(r["similarity"], 6))
+                  for kind, r in out if kind == "duplicate")
+    kept = sorted(r["id"] for kind, r in out if kind == "fingerprint")
+    return kept, dups, counters
+
+
+def test_passes_exact_near_chain_ties(tmp_path):
+    kept, dups, counters = passes(fix_hashes(corpus()), tmp_path=tmp_path)
+    assert kept == sorted(["a", "c", "n", "u", "t1"])
+    assert dups == sorted(expected_duplicates())
+    assert counters["dedupe:kept"] == 5
+    assert counters["dedupe:near_duplicates"] == 3 and counters["dedupe:exact_duplicates"] == 2
+
+
+def test_passes_oversized_bucket_still_folds_boilerplate(tmp_path):
+    page = story(9, 150)
+    pages = fix_hashes([art(f"p{i:02d}", edit(page, [140], f"v{i}"), f"2024-01-{i + 1:02d}") for i in range(12)])
+    kept, dups, counters = passes(pages, bucket_cap=4, tmp_path=tmp_path)
+    assert kept == ["p00"]
+    assert {(d[1], d[2]) for d in dups} == {("p00", "near")} and len(dups) == 11
+    assert counters["dedupe:oversized_buckets"] > 0
+
+
+def test_passes_history_across_runs(tmp_path):
+    first = fix_hashes([art("old", BASE, "2024-05-01"), art("other", story(5), "2024-05-01")])
+    history = [fingerprint(a) for a in first]
+    second = fix_hashes([
+        art("exact", text(BASE).lower(), "2020-01-01"),
+        art("near", CHAIN_B, "2020-01-01"),
+        art("old", BASE, "2024-05-01"),
+        art("new", story(6)),
+    ])
+    kept, dups, counters = passes(second, history, tmp_path=tmp_path)
+    assert kept == ["new"]
+    assert dups == [("exact", "old", "exact", 1.0), ("near", "old", "near", round(sim(text(BASE), text(CHAIN_B)), 6))]
+    assert counters["dedupe:already_in_history"] == 1
+    assert counters["dedupe:history_duplicates"] == 1  # near: into history; exact: at "old", seen again
+    assert counters["dedupe:history_fingerprints"] == 2
+
+
+def test_passes_history_of_another_scheme_is_exact_only(tmp_path):
+    old = {**fingerprint(fix_hashes([art("old", BASE, "2024-05-01")])[0]), "shingle_scheme": "chars3-md5"}
+    kept, dups, counters = passes(fix_hashes([art("exact", BASE), art("near", CHAIN_B)]), [old], tmp_path=tmp_path)
+    assert kept == ["near"]
+    assert dups == [("exact", "old", "exact", 1.0)]
+    assert counters["dedupe:history_other_shingle_scheme"] == 1
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_passes_give_what_the_beam_transform_gives(test_pipeline, tmp_path, seed):
+    """Near copies, exact copies, template pages, ties and history, shuffled:
+    every decision and counter of the two implementations is equal."""
+    rng = random.Random(seed)
+    arts = []
+    for s in range(25):
+        base = story(1000 + s, rng.randint(20, 200))
+        arts.append(art(f"s{s}", base, rng.choice([None, "2024-01-01", f"2024-02-{s % 28 + 1:02d}"])))
+        for c in range(rng.randint(0, 4)):
+            kind = rng.random()
+            words = base if kind < 0.3 else edit(base, rng.sample(range(len(base)), rng.randint(1, 6)), f"e{c}")
+            arts.append(art(f"s{s}c{c}", words, rng.choice([None, "2023-12-31", "2024-01-01"])))
+    arts = fix_hashes(arts)
+    rng.shuffle(arts)
+    history = [fingerprint(a) for a in arts[:6]]
+    history[0] = {**history[0], "id": "h-only"}
+    current = arts[3:]
+    kept, dups, counters = passes(current, history, bucket_cap=3, tmp_path=tmp_path)
+
+    p = test_pipeline()
+    hist = p | "History" >> beam.Create(history)
+    out = p | "Articles" >> beam.Create(current) | DedupeArticles(0.8, history=hist, bucket_cap=3)
+    assert_that(ids(out["fingerprints"], "FpIds"), equal_to(kept), label="kept")
+    assert_that(dup_tuples(out["duplicates"], "DupTuples"), equal_to(dups), label="dups")
+    result = p.run()
+    result.wait_until_finish()
+    beam_counters = Counter()
+    for c in result.metrics().query(MetricsFilter().with_namespace("dedupe"))["counters"]:
+        beam_counters[c.key.metric.name] += c.committed  # one entry per step that counts the name
+    assert {f"dedupe:{k}": v for k, v in beam_counters.items() if v} == {k: v for k, v in counters.items() if v}
+    assert dups, "the corpus must contain duplicates for the comparison to mean anything"
