@@ -21,6 +21,16 @@ Speed and memory
     vocabulary are freed with it and memory stays flat. Threads of one worker
     process share the model, so a batch holds it alone.
 
+Long texts
+    spaCy refuses a text over ``nlp.max_length`` (1,000,000 characters), and
+    the memory a Doc takes grows with its length. A field longer than
+    ``MAX_PIECE_CHARS`` goes through the model in consecutive pieces cut at a
+    line break (a name never runs across one, see Mentions), failing that
+    after a sentence's full stop, then at a space, and only in a run with
+    none of these at the limit; the pieces' Docs are joined back into one Doc
+    of the whole field (``Doc.from_docs``), so every mention keeps its offset
+    in the field and nothing is cut off.
+
 Mentions
     From ``title`` and ``text``; labels PERSON NORP FAC ORG GPE LOC PRODUCT
     EVENT WORK_OF_ART LAW LANGUAGE (numeric and temporal labels are dropped).
@@ -77,6 +87,7 @@ from pipelines.options import DEFAULT_SPACY_MODELS, parse_model_map
 __all__ = [
     "ExtractEntities",
     "NAMED_LABELS",
+    "MAX_PIECE_CHARS",
     "PIPE_BATCH_SIZE",
     "article_mentions",
     "canonicalise",
@@ -91,6 +102,7 @@ __all__ = [
     "no_model_language",
     "place_names",
     "relabel_places",
+    "text_pieces",
     "trim_span",
 ]
 
@@ -110,6 +122,10 @@ PLACE_MIN_POPULATION = {"PRODUCT": 15_000.0, "WORK_OF_ART": 15_000.0, "PERSON": 
 
 # Docs per nlp.pipe minibatch: peak memory grows with it (see README).
 PIPE_BATCH_SIZE = 16
+# Longest text given to the model at once; longer fields go in pieces. Well
+# under spaCy's max_length, and near the longest real articles, so a minibatch
+# of pieces holds no more than one of ordinary long articles.
+MAX_PIECE_CHARS = 100_000
 
 _MODELS: dict[str, object] = {}
 _PIPE_LOCK = threading.RLock()
@@ -121,6 +137,11 @@ _LEADING = re.compile(r"^[\W_]+", re.UNICODE)
 # "the" opening a longer name: "the United Nations" and "United Nations" are one entity.
 _ARTICLE = re.compile(r"the\s+(?=\w)", re.IGNORECASE)
 _TRAILING = re.compile(r"[\W_]+$", re.UNICODE)
+# Where a long text may be cut, best first: after a line break, after a
+# sentence's end and its space, after any whitespace; written reversed, as
+# they are searched in the reversed text.
+_PIECE_BREAKS = (re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"), re.compile(r"\s[.!?…]|[。！？]"),
+                 re.compile(r"\s"))
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -387,6 +408,34 @@ def mention_extractor(nlp) -> Callable[[Iterable[tuple[str, object]]], list[dict
     return lambda field_docs: article_mentions(field_docs, places, place_label)
 
 
+def _last_break(text: str, start: int, stop: int) -> int | None:
+    """Where the best cut in ``text[start:stop]`` is (just after its break), or None."""
+    # Searched in the reversed window: re has no backward search, and this
+    # stays linear in the window's size.
+    backwards = text[start:stop][::-1]
+    for pattern in _PIECE_BREAKS:
+        found = pattern.search(backwards)
+        if found:
+            return stop - found.start()
+    return None
+
+
+def text_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """``text`` as consecutive pieces of at most ``limit`` characters whose
+    concatenation is ``text``, each cut at the best break before the limit
+    (see "Long texts" above)."""
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    pieces = []
+    start = 0
+    while len(text) - start > limit:
+        cut = _last_break(text, start, start + limit) or start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 FIELDS = ("title", "text")
 
 
@@ -396,15 +445,25 @@ def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
     through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
     to the vocabulary are released when the batch is done (``release_strings``
     False skips that, only to measure what it saves)."""
-    texts = [article.get(field) or "" for article in articles for field in FIELDS]
+    from spacy.tokens import Doc
+
+    limit = min(MAX_PIECE_CHARS, nlp.max_length)
+    pieces = [text_pieces(article.get(field) or "", limit) for article in articles for field in FIELDS]
     extract = mention_extractor(nlp)
     results = []
     # The model and its vocabulary are shared by every thread of the worker
     # process; a memory zone frees strings that another thread's Docs may use.
     with _PIPE_LOCK, nlp.memory_zone() if release_strings else nullcontext():
-        docs = iter(nlp.pipe(texts, batch_size=batch_size))
+        docs = iter(nlp.pipe((piece for field in pieces for piece in field), batch_size=batch_size))
+        fields = iter(pieces)
         for _article in articles:
-            results.append(extract([(field, next(docs)) for field in FIELDS]))
+            field_docs = []
+            for field in FIELDS:
+                parts = [next(docs) for _ in next(fields)]
+                # Pieces are exact slices, so the joined Doc's text is the field's.
+                joined = parts[0] if len(parts) == 1 else Doc.from_docs(parts, ensure_whitespace=False)
+                field_docs.append((field, joined))
+            results.append(extract(field_docs))
     return results
 
 
