@@ -27,9 +27,10 @@ Long texts
     ``MAX_PIECE_CHARS`` goes through the model in consecutive pieces cut at a
     line break (a name never runs across one, see Mentions), failing that
     after a sentence's full stop, then at a space, and only in a run with
-    none of these at the limit; the pieces' Docs are joined back into one Doc
-    of the whole field (``Doc.from_docs``), so every mention keeps its offset
-    in the field and nothing is cut off.
+    none of these at the limit; a mention's offsets are shifted by where its
+    piece starts, so they stay offsets in the field, and nothing is cut off.
+    (Joining the pieces' Docs with ``Doc.from_docs`` instead cost as much
+    again as the model run itself with a blank pipeline.)
 
 Mentions
     From ``title`` and ``text``; labels PERSON NORP FAC ORG GPE LOC PRODUCT
@@ -257,8 +258,9 @@ def _line_pieces(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         yield trim_span(text, piece.start(), piece.end())
 
 
-def mentions_from_doc(doc, field: str) -> list[dict]:
-    """Named-entity mentions of one field, trimmed, in reading order."""
+def mentions_from_doc(doc, field: str, offset: int = 0) -> list[dict]:
+    """Named-entity mentions of one field, trimmed, in reading order; the doc
+    may be a piece of the field that starts at ``offset``."""
     mentions = []
     text = doc.text  # spaCy rebuilds this string from the tokens on every read
     for ent in doc.ents:
@@ -271,7 +273,7 @@ def mentions_from_doc(doc, field: str) -> list[dict]:
                 continue
             mentions.append({
                 "text": surface, "entity": clean_surface(surface), "label": label, "field": field,
-                "start": start, "end": end,
+                "start": offset + start, "end": offset + end,
             })
     return mentions
 
@@ -388,19 +390,20 @@ def canonicalise(mentions: list[dict]) -> list[dict]:
     return canonical
 
 
-def article_mentions(field_docs: Iterable[tuple[str, object]], places: dict[str, float] | None = None,
+def article_mentions(field_docs: Iterable[tuple], places: dict[str, float] | None = None,
                      place_label: str = "GPE") -> list[dict]:
-    """The canonical mentions of one article from its (field, Doc) pairs:
-    the whole post-processing the pipeline applies to model output."""
+    """The canonical mentions of one article from its (field, Doc) pairs, or
+    (field, Doc, offset) for the pieces of a long field: the whole
+    post-processing the pipeline applies to model output."""
     mentions = []
-    for field, doc in field_docs:
-        mentions.extend(mentions_from_doc(doc, field))
+    for field, doc, *offset in field_docs:
+        mentions.extend(mentions_from_doc(doc, field, *offset))
     if places:
         mentions = relabel_places(mentions, places, place_label)
     return canonicalise(mentions)
 
 
-def mention_extractor(nlp) -> Callable[[Iterable[tuple[str, object]]], list[dict]]:
+def mention_extractor(nlp) -> Callable[[Iterable[tuple]], list[dict]]:
     """``article_mentions`` set up for a model: the place gazetteer, and GPE as
     the place label when the model has it (LOC for CoNLL/WikiNER-style models)."""
     place_label = "GPE" if "GPE" in nlp.pipe_labels.get("ner", ()) else "LOC"
@@ -445,8 +448,6 @@ def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
     through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
     to the vocabulary are released when the batch is done (``release_strings``
     False skips that, only to measure what it saves)."""
-    from spacy.tokens import Doc
-
     limit = min(MAX_PIECE_CHARS, nlp.max_length)
     pieces = [text_pieces(article.get(field) or "", limit) for article in articles for field in FIELDS]
     extract = mention_extractor(nlp)
@@ -459,10 +460,10 @@ def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
         for _article in articles:
             field_docs = []
             for field in FIELDS:
-                parts = [next(docs) for _ in next(fields)]
-                # Pieces are exact slices, so the joined Doc's text is the field's.
-                joined = parts[0] if len(parts) == 1 else Doc.from_docs(parts, ensure_whitespace=False)
-                field_docs.append((field, joined))
+                offset = 0
+                for piece in next(fields):
+                    field_docs.append((field, next(docs), offset))
+                    offset += len(piece)
             results.append(extract(field_docs))
     return results
 
