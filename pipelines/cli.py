@@ -40,8 +40,10 @@ are new or changed since the last committed run and whose size and
 modification time did not change since the previous check are processed as one
 run (OUTPUT/runs/<run-id>/, OUTPUT/latest). Write files elsewhere and move them
 in, or give them a name starting with '.' until they are complete, to be sure a
-half-written file is never read. SIGINT or SIGTERM stops after the current
-batch; a second one stops at once (the batch is then not committed).
+half-written file is never read. SIGINT (Ctrl-C) or SIGTERM stops after the
+current batch, which is committed (exit status 0); a second one stops at once
+(exit status 130 or 143; the batch is then not committed, the previous output
+is kept).
 """
 
 
@@ -292,10 +294,12 @@ class _WatchSignals:
     processes of a batch got it too and died with ~70 lines of tracebacks,
     failing the batch the first Ctrl-C was meant to let finish. The signals
     are therefore blocked in the launcher's main thread, and so in every
-    worker process and thread it starts (a signal mask is inherited); the
-    launcher still gets them through its handlers (delivered to a thread
-    started before, such as the BLAS pool's) or, when every thread blocks
-    them, through a thread waiting in ``sigtimedwait``. multiprocessing's
+    worker process and thread it starts (a signal mask is inherited). The
+    launcher still gets them in a thread of its own: through the wakeup fd
+    of its handlers when a thread started before (the BLAS pool's) takes the
+    signal, or with ``sigtimedwait`` when every thread blocks it. Python runs
+    handlers only in the main thread, which may be waiting on the workers
+    until the batch ends: a second signal must not wait for that. multiprocessing's
     resource tracker unblocks both after it starts (CPython's
     ``ensure_running`` sets SIG_UNBLOCK rather than the mask it found), so it
     is started first, and every batch blocks them again (``block``).
@@ -314,12 +318,20 @@ class _WatchSignals:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._wait, name="newsbeam-watch-signals", daemon=True)
         self._previous: dict = {}
+        self._wakeup = None
+        self._previous_wakeup = -1
 
     def __enter__(self):
+        import os
         from multiprocessing import resource_tracker
 
+        self._wakeup = os.pipe()
+        for fd in self._wakeup:
+            os.set_blocking(fd, False)
         for sig in self._signals:
-            self._previous[sig] = self._signal.signal(sig, lambda signum, frame: self._on(signum))
+            # The handler proper is the thread's: it reads the wakeup fd.
+            self._previous[sig] = self._signal.signal(sig, lambda signum, frame: None)
+        self._previous_wakeup = self._signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         resource_tracker.ensure_running()
         self.block()
         self._thread.start()
@@ -329,16 +341,27 @@ class _WatchSignals:
         self._signal.pthread_sigmask(self._signal.SIG_BLOCK, self._signals)
 
     def __exit__(self, *exc):
+        import os
+
         self._done.set()
         self._thread.join()
+        self._signal.set_wakeup_fd(self._previous_wakeup)
         for sig, handler in self._previous.items():
             self._signal.signal(sig, handler)
         self._signal.pthread_sigmask(self._signal.SIG_UNBLOCK, self._signals)
+        for fd in self._wakeup:
+            os.close(fd)
         return False
 
     def _wait(self) -> None:
+        import os
+        import select
+
         while not self._done.is_set():
-            info = self._signal.sigtimedwait(self._signals, 0.2)
+            if select.select([self._wakeup[0]], [], [], 0.2)[0]:
+                for signum in os.read(self._wakeup[0], 64):
+                    self._on(signum)
+            info = self._signal.sigtimedwait(self._signals, 0)
             if info is not None:
                 self._on(info.si_signo)
 
