@@ -127,6 +127,8 @@ PIPE_BATCH_SIZE = 16
 # under spaCy's max_length, and near the longest real articles, so a minibatch
 # of pieces holds no more than one of ordinary long articles.
 MAX_PIECE_CHARS = 100_000
+# Most words a short form of a longer person's name has (canonical rule 3).
+MAX_ALIAS_WORDS = 8
 
 _MODELS: dict[str, object] = {}
 _PIPE_LOCK = threading.RLock()
@@ -362,16 +364,25 @@ def _person_aliases(mentions: list[dict]) -> dict[str, str]:
     label_of = _vote(mentions)
     full_names = {name for name, label in label_of.items() if label == "PERSON" and len(name.split()) > 1}
     candidates = {m["entity"] for m in mentions if m["label"] == "PERSON" or len(m["entity"].split()) == 1}
+    # The longer names by their last and first words: comparing every
+    # candidate with every longer name took 25 s for an article naming 4,000
+    # people (a casualty list, a squad roster). A short form has at most
+    # MAX_ALIAS_WORDS words, which also bounds what a long name adds here.
+    by_tail: dict[tuple[str, ...], set[str]] = {}
+    by_head: dict[tuple[str, ...], set[str]] = {}
+    for full in full_names:
+        words = tuple(full.split())
+        joined = " ".join(words)
+        for k in range(1, min(len(words), MAX_ALIAS_WORDS + 1)):
+            by_tail.setdefault(words[-k:], set()).add(joined)
+            by_head.setdefault(words[:k], set()).add(joined)
     alias: dict[str, str] = {}
     for name in candidates:
-        words = name.split()
-        longer = [full.split() for full in full_names if len(full.split()) > len(words)]
+        words = tuple(name.split())
         # Family name last (Putin -> Vladimir Putin), else first (Kim -> Kim Jong Un).
-        targets = {" ".join(f) for f in longer if f[-len(words):] == words}
-        if not targets:
-            targets = {" ".join(f) for f in longer if f[:len(words)] == words}
+        targets = by_tail.get(words) or by_head.get(words) or set()
         if len(targets) == 1:
-            alias[name] = targets.pop()
+            alias[name] = next(iter(targets))
     return alias
 
 
