@@ -16,13 +16,12 @@ import codecs
 import collections
 import csv
 import datetime
-import gzip
 import io
 import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -32,6 +31,8 @@ from pipelines.records import rejected, sha256_hex, tag_rejected
 
 __all__ = [
     "InputFile",
+    "split_ranges",
+    "read_unit",
     "PlannedInputs",
     "ReadArticles",
     "read_plan",
@@ -90,6 +91,9 @@ ZSTD_FEED = 1024
 READ_CHUNK = 1 << 16
 # Rows decoded from Parquet at a time: bounds memory whatever the row group size.
 PARQUET_BATCH_ROWS = 256
+# Uncompressed JSONL files above this are read as byte ranges of about this
+# size, each a unit of work of its own (Beam's text sources split at 64 MiB too).
+RANGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,26 @@ class InputFile:
     @property
     def is_range(self) -> bool:
         return self.start > 0 or self.end >= 0
+
+
+def split_ranges(files: Iterable[InputFile], range_bytes: int = RANGE_BYTES) -> list[InputFile]:
+    """The planned files with every uncompressed JSONL file of more than
+    ``range_bytes`` cut into byte ranges of about that size (the lines that
+    start in each), so that one big dump is read by every worker; other files
+    as they are. The cut depends only on the file's size, so every attempt
+    of a run cuts alike."""
+    if range_bytes <= 0:
+        raise ValueError("range_bytes must be positive")
+    out: list[InputFile] = []
+    for item in files:
+        if item.is_range or item.size <= range_bytes or format_of(item.path) != ("jsonl", None):
+            out.append(item)
+            continue
+        count = -(-item.size // range_bytes)
+        bounds = [item.size * i // count for i in range(count + 1)]
+        out.extend(replace(item, start=lo, end=hi, size=hi - lo, file_size=item.size)
+                   for lo, hi in zip(bounds, bounds[1:]))
+    return out
 
 
 def format_of(path: str) -> tuple[str | None, str | None]:
@@ -170,6 +194,15 @@ class _Counting(io.RawIOBase):
         data = self._stream.read(n)
         self.count += len(data)
         return data
+
+    def seekable(self):
+        return self._stream.seekable()
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._stream.seek(offset, whence)
+
+    def tell(self):
+        return self._stream.tell()
 
 
 def _decompressor(compression: str):
@@ -515,21 +548,24 @@ def _skip_line(stream) -> int:
 def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, end: int = -1) -> Iterator[dict]:
     """Records of the JSON lines that start in [start, end) of ``stream`` (a
     buffered binary stream, seekable when ``start`` > 0), one line in memory
-    at a time. A whole file (start 0, no end) names lines ``path#LINE``; a
-    byte range, whose line numbers are unknown without reading what comes
-    before, names them ``path@BYTE``. Ids use the byte offset either way, so
-    they do not depend on how the file was split."""
-    whole = start == 0 and end < 0
-    pos = 0
+    at a time. A line is named ``path@BYTE`` (the offset of its first byte in
+    the file, decompressed) and its id derives from that offset, so both are
+    the same whether the file is read whole or in ranges, in parts or not."""
     if start > 0:
+        # The file's first bytes decide whether it is binary for every range alike.
+        stream.seek(0)
+        binary = looks_binary(_peek(stream))
+        if binary:
+            return  # the range at 0 rejects the file once
         # As in Beam's text source: the line that straddles ``start`` belongs to the range before.
         stream.seek(start - 1)
         pos = start - 1 + _skip_line(stream)
-    if looks_binary(_peek(stream)):
-        yield rejected(source if whole else f"{source}@{pos}", STAGE, "binary",
-                       "file looks binary (NUL bytes), not JSON lines", repr(_peek(stream, 200)))
-        return
-    line_no = 0
+    else:
+        pos = 0
+        if looks_binary(_peek(stream)):
+            yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not JSON lines",
+                           repr(_peek(stream, 200)))
+            return
     any_line = False
     while end < 0 or pos < end:
         line = stream.readline(max_bytes + 1)
@@ -537,19 +573,18 @@ def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, en
             break
         line_pos = pos
         pos += len(line)
-        line_no += 1
-        line_source = f"{source}#{line_no}" if whole else f"{source}@{line_pos}"
+        line_source = f"{source}@{line_pos}"
         if len(line) > max_bytes and not line.endswith(b"\n"):
             pos += _skip_line(stream)
             any_line = True
             yield rejected(line_source, STAGE, "too_large", f"line longer than --max-bytes={max_bytes}",
                            _raw(line[:RAW_LIMIT]))
             continue
-        if not line.strip():
-            continue  # blank separator lines are not records
-        any_line = True
         text = decode_bytes(line)[0].rstrip("\r\n")
-        where = f"line {line_no}" if whole else f"line at byte {line_pos}"
+        if not text.strip():
+            continue  # blank separator lines (also a lone BOM or Unicode spaces) are not records
+        any_line = True
+        where = f"line at byte {line_pos}"
         try:
             obj = parse_json(text)
         except JsonTooDeep as e:
@@ -559,8 +594,8 @@ def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, en
             yield rejected(line_source, STAGE, "invalid_json", f"{where} is not valid JSON: {e}", text)
             continue
         yield _from_json_object(obj, line_source, key, line_pos, text)
-    if whole and not any_line:
-        yield rejected(source, STAGE, "empty", "file is empty or only whitespace")
+    if start == 0 and end < 0 and not any_line:
+        yield rejected(source, STAGE, "empty", "file is empty or holds only whitespace lines")
 
 
 def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
@@ -701,7 +736,7 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
     while True:
         consumed: list[str] = []
 
-        def feed():
+        def feed(consumed: list[str]):
             size = 0
             while True:
                 line = pending.popleft() if pending else next(lines, None)
@@ -713,7 +748,7 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
                     raise _RecordTooLarge
                 yield line
 
-        reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+        reader = csv.reader(feed(consumed), delimiter=delimiter, strict=True)
         try:
             row = next(reader)
         except StopIteration:
@@ -723,7 +758,8 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
             reason, detail = (("too_large", f"record longer than --max-bytes={max_bytes}")
                               if isinstance(e, _RecordTooLarge) else ("invalid_csv", f"cannot parse the record: {e}"))
             if header is None:
-                yield rejected(source, STAGE, reason, f"header row: {detail}", consumed[0][:RAW_LIMIT] if consumed else None)
+                yield rejected(source, STAGE, reason, f"header row: {detail}",
+                               consumed[0][:RAW_LIMIT] if consumed else None)
                 return
             pending.extendleft(reversed(consumed[1:]))
             yield rejected(f"{source}#{n}", STAGE, reason, f"row {n}: {detail}; reading resumes on its next line",
@@ -796,52 +832,59 @@ def _decode_html(payload: bytes, charset: str | None) -> str:
     return decode_bytes(payload)[0]
 
 
+def _warc_page(record, page_source: str, key: str, offset: int, max_bytes: int) -> dict:
+    """The raw article (or rejected record, or skipped marker) of one WARC record."""
+    kind = record.rec_type or "unknown"
+    if kind != "response":
+        return {"skipped": _counter_name(kind), "source": page_source}
+    http = record.http_headers
+    if http is None:
+        return {"skipped": "response_not_http", "source": page_source}
+    status = http.get_statuscode() or ""
+    if not status.startswith("2"):
+        return {"skipped": f"response_status_{status[:1] if status[:1].isdigit() else 'none'}xx",
+                "source": page_source}
+    content_type = (http.get_header("Content-Type") or "").lower()
+    mime = content_type.split(";")[0].strip()
+    if mime not in _HTML_TYPES:
+        return {"skipped": "response_" + _counter_name(mime.split("/")[0] or "none"), "source": page_source}
+    try:
+        payload = record.content_stream().read(max_bytes + 1)
+    except Exception as e:  # a broken chunked or gzip body: this record only
+        return rejected(page_source, STAGE, "unreadable", f"cannot decode the record's HTTP body: {e}")
+    if len(payload) > max_bytes:
+        return rejected(page_source, STAGE, "too_large", f"page larger than --max-bytes={max_bytes}")
+    if not payload.strip():
+        return rejected(page_source, STAGE, "empty", "response record with an empty body")
+    if looks_binary(payload):
+        return rejected(page_source, STAGE, "binary", "HTML response whose body looks binary (NUL bytes)",
+                        repr(payload[:200]))
+    match = re.search(r"charset=[\"']?([\w.:-]+)", content_type)
+    return _record(page_source, key, offset, payload, "html", _decode_html(payload, match and match.group(1)),
+                   url=record.rec_headers.get_header("WARC-Target-URI"),
+                   crawled=record.rec_headers.get_header("WARC-Date"))
+
+
 def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
     """Records of a WARC (or ARC) file: every HTTP ``response`` record with
     an HTML content type is a page (``path@BYTE``, the record's offset in the
     uncompressed file) for the HTML path of the clean stage; ``url`` is
-    WARC-Target-URI and ``published`` is left to the page's own metadata (the
-    crawl date is not the publication date). Every other record yields
-    ``{"skipped": kind}`` so that it is counted, never lost silently."""
+    WARC-Target-URI, ``crawled`` the WARC-Date, and ``published`` is left to
+    the page's own metadata (the crawl date is not the publication date).
+    Every other record yields ``{"skipped": kind}`` so that it is counted,
+    never lost silently. warcio reads it (chosen over FastWARC by
+    scripts/bench_warc.py: both parse far faster than the HTML stage extracts,
+    and warcio also reads ARC and writes the WARCs the tests build)."""
     from warcio.archiveiterator import ArchiveIterator
 
     records = ArchiveIterator(stream, arc2warc=True)
     for record in records:
         offset = records.get_record_offset()
-        kind = record.rec_type or "unknown"
-        if kind != "response":
-            yield {"skipped": _counter_name(kind), "source": f"{source}@{offset}"}
-            continue
-        http = record.http_headers
-        if http is None:
-            yield {"skipped": "response_not_http", "source": f"{source}@{offset}"}
-            continue
-        status = http.get_statuscode() or ""
-        if not status.startswith("2"):
-            yield {"skipped": f"response_status_{status[:1] or 'none'}xx", "source": f"{source}@{offset}"}
-            continue
-        content_type = (http.get_header("Content-Type") or "").lower()
-        mime = content_type.split(";")[0].strip()
-        if mime not in _HTML_TYPES:
-            yield {"skipped": "response_" + _counter_name(mime.split("/")[0] or "none"),
-                   "source": f"{source}@{offset}"}
-            continue
         page_source = f"{source}@{offset}"
         try:
-            payload = record.content_stream().read(max_bytes + 1)
-        except Exception as e:  # a broken chunked or gzip body: this record only
-            yield rejected(page_source, STAGE, "unreadable", f"cannot decode the record's HTTP body: {e}")
-            continue
-        if len(payload) > max_bytes:
-            yield rejected(page_source, STAGE, "too_large", f"page larger than --max-bytes={max_bytes}")
-            continue
-        if not payload.strip():
-            yield rejected(page_source, STAGE, "empty", "response record with an empty body")
-            continue
-        match = re.search(r"charset=[\"']?([\w.:-]+)", content_type)
-        url = record.rec_headers.get_header("WARC-Target-URI")
-        yield _record(page_source, key, offset, payload, "html", _decode_html(payload, match and match.group(1)),
-                      url=url)
+            yield _warc_page(record, page_source, key, offset, max_bytes)
+        except Exception as e:  # one malformed record (headers warcio parsed but we cannot use): that one only
+            yield rejected(page_source, STAGE, "unreadable", f"cannot read the WARC record: {type(e).__name__}: {e}")
 
 
 def iter_records(stream, source: str, key: str, fmt: str, max_bytes: int) -> Iterator[dict]:
@@ -907,8 +950,8 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
                 yield record
     except TooLarge as e:
         yield rejected(source, STAGE, "too_large", _after(str(e), done))
-    except (Truncated, EOFError) as e:
-        yield rejected(source, STAGE, "truncated", _after(f"file ends early: {e}", done))
+    except EOFError as e:  # Truncated among them: what was read is kept, the cut is said
+        yield rejected(source, STAGE, "unreadable", _after(f"file is truncated: {e}", done))
     except Exception as e:  # OSError, zlib/bz2/zstd errors, ArrowInvalid, warcio's ArchiveLoadFailed, BeamIOError
         yield rejected(source, STAGE, "unreadable", _after(f"cannot read: {type(e).__name__}: {e}", done))
 

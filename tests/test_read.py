@@ -27,9 +27,12 @@ def parse(data: bytes, fmt: str, source="a.txt"):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("a.txt", ("text", False)), ("a.MD", ("text", False)), ("a.json.gz", ("json", True)),
-    ("a.jsonl", ("jsonl", False)), ("a.ndjson.gz", ("jsonl", True)), ("a.htm", ("html", False)),
-    ("a.html.gz", ("html", True)), ("a.pdf", (None, False)), ("a.tsv.gz", (None, True)),
+    ("a.txt", ("text", None)), ("a.MD", ("text", None)), ("a.json.gz", ("json", "gzip")),
+    ("a.jsonl", ("jsonl", None)), ("a.ndjson.gz", ("jsonl", "gzip")), ("a.htm", ("html", None)),
+    ("a.html.gz", ("html", "gzip")), ("a.pdf", (None, None)), ("a.tsv.gz", ("tsv", "gzip")),
+    ("a.jsonl.zst", ("jsonl", "zstd")), ("a.csv.bz2", ("csv", "bzip2")), ("a.txt.ZST", ("text", "zstd")),
+    ("a.parquet", ("parquet", None)), ("a.parquet.gz", (None, "gzip")), ("crawl.warc.gz", ("warc", "gzip")),
+    ("old.arc.gz", ("warc", "gzip")), ("a.tsv", ("tsv", None)), ("a.gz", (None, "gzip")),
 ])
 def test_format_of(name, expected):
     assert format_of(name) == expected
@@ -75,7 +78,7 @@ def test_jsonl_lines_are_records_and_bad_lines_are_quarantined():
     data = b'{"title": "a", "text": "one"}\n\nnot json\n{"title": "no text"}\n[1, 2]\n'
     recs = parse(data, "jsonl", "f.jsonl")
     assert [r.get("reason") for r in recs] == [None, "invalid_json", "no_text", "invalid_json"]
-    assert [r["source"] for r in recs] == ["f.jsonl#1", "f.jsonl#3", "f.jsonl#4", "f.jsonl#5"]
+    assert [r["source"] for r in recs] == ["f.jsonl@0", "f.jsonl@31", "f.jsonl@40", "f.jsonl@61"]
     assert recs[1]["raw"] == "not json"
 
 
@@ -94,15 +97,15 @@ def test_gzip_bomb_is_stopped_without_inflating_it():
     bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
     assert len(bomb) < 100_000
     with pytest.raises(TooLarge):
-        read_limited(io.BytesIO(bomb), 1024 * 1024, gzipped=True)
+        read_limited(io.BytesIO(bomb), 1024 * 1024, "gzip")
 
 
 def test_read_limited_plain_and_concatenated_gzip():
-    assert read_limited(io.BytesIO(b"abc"), 3, gzipped=False) == b"abc"
+    assert read_limited(io.BytesIO(b"abc"), 3, None) == b"abc"
     with pytest.raises(TooLarge):
-        read_limited(io.BytesIO(b"abcd"), 3, gzipped=False)
+        read_limited(io.BytesIO(b"abcd"), 3, None)
     two_members = gzip.compress(b"ab") + gzip.compress(b"cd")
-    assert read_limited(io.BytesIO(two_members), 10, gzipped=True) == b"abcd"
+    assert read_limited(io.BytesIO(two_members), 10, "gzip") == b"abcd"
 
 
 def test_read_articles_transform(tmp_path, test_pipeline):
@@ -116,9 +119,9 @@ def test_read_articles_transform(tmp_path, test_pipeline):
     with test_pipeline() as p:
         out = p | ReadArticles(plan, max_bytes=1000)
         assert_that(out["articles"] | "Src" >> beam.Map(lambda r: r["source"]),
-                    equal_to(["ok.txt", "lines.jsonl.gz#1"]), label="articles")
+                    equal_to(["ok.txt", "lines.jsonl.gz@0"]), label="articles")
         assert_that(out["rejected"] | "Why" >> beam.Map(lambda r: (r["source"], r["reason"])),
-                    equal_to([("big.txt", "too_large"), ("lines.jsonl.gz#2", "invalid_json"),
+                    equal_to([("big.txt", "too_large"), ("lines.jsonl.gz@14", "invalid_json"),
                               ("notes.pdf", "unsupported_format")]), label="rejected")
 
 
@@ -191,9 +194,9 @@ def test_parse_json_and_depth():
 def test_a_truncated_gzip_is_unreadable_not_a_shorter_article(cut):
     packed = gzip.compress(("Title\n" + "word " * 400).encode())
     with pytest.raises(EOFError):
-        read_limited(io.BytesIO(packed[:-cut]), 1 << 20, gzipped=True)
+        read_limited(io.BytesIO(packed[:-cut]), 1 << 20, "gzip")
     # Whole and concatenated members still read in full.
-    assert read_limited(io.BytesIO(packed + packed), 1 << 20, gzipped=True).count(b"word") == 800
+    assert read_limited(io.BytesIO(packed + packed), 1 << 20, "gzip").count(b"word") == 800
 
 
 @pytest.mark.parametrize("data", [b"\xef\xbb\xbf", "\u2028\x1c\x85\n".encode(), "\ufeff\u3000".encode()])
