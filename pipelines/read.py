@@ -81,10 +81,13 @@ RAW_LIMIT = 64 * 1024
 # show one almost at once, text in UTF-8 or a legacy 8-bit code page never.
 BINARY_SNIFF_BYTES = 8192
 # Past --max-bytes of output, a compressed stream may not grow beyond this
-# many times the compressed bytes read: news text compresses 3-6x (BBC JSONL:
-# gzip 2.9x, bzip2 3.6x, zstd 3.3x), a bomb 1,000x (gzip) to 1,000,000x
-# (bzip2, zstd), so a bomb stops after inflating a bounded multiple of its size.
-MAX_COMPRESSION_RATIO = 100
+# many times the compressed bytes read so far (TooLarge: a bomb), so a bomb
+# stops after inflating a bounded multiple of its size even in a stream read
+# record by record. News compresses 3-4x (BBC JSONL: gzip 2.8x, bzip2 3.8x,
+# zstd 3.1x); the same articles 20 times over stay at 2.8x and 3.8x in gzip
+# and bzip2 (small windows) but reach 74x with zstd -19 (8 MiB window); bombs
+# reach 1,000x (gzip) and 100,000x or more (bzip2, zstd).
+MAX_COMPRESSION_RATIO = {"gzip": 100, "bzip2": 100, "zstd": 1000}
 # zstd has no output bound per call: feeding it this little input at a time
 # bounds one call's output (at most ~256 blocks of 128 KiB).
 ZSTD_FEED = 1024
@@ -223,19 +226,24 @@ class DecompressingReader(io.RawIOBase):
 
     Output is produced at most a chunk at a time, so nothing is ever inflated
     whole; past ``floor`` bytes of output it must stay within
-    MAX_COMPRESSION_RATIO times the compressed input read (TooLarge
+    MAX_COMPRESSION_RATIO (by compression) times the compressed input read (TooLarge
     otherwise: a decompression bomb). A stream that ends inside a member is
-    Truncated.
+    Truncated. Such an error (and a corrupt stream's) first ends the output
+    as if the stream ended, so that all that decompressed before it reaches
+    the reader (a buffered reader drops what it holds when its raw stream
+    raises), and is raised by ``check()`` once the reader is done.
     """
 
-    def __init__(self, stream, compression: str, floor: int, ratio: int = MAX_COMPRESSION_RATIO):
+    def __init__(self, stream, compression: str, floor: int, ratio: int | None = None):
         self._source = _Counting(stream)
         self._compression = compression
         self._decompressor = _decompressor(compression)
         self._floor = floor
-        self._ratio = ratio
+        self._ratio = ratio or MAX_COMPRESSION_RATIO[compression]
         self._pending = b""  # compressed input not yet given to the decompressor
         self._out = b""
+        self._at = 0  # how much of _out was handed out
+        self.error: Exception | None = None
         self._started = False  # inside a member: EOF now is a truncation
         self._source_done = False
         self.produced = 0
@@ -290,20 +298,35 @@ class DecompressingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._out:
-            if not self._step():
+        while self._at >= len(self._out):
+            self._out, self._at = b"", 0
+            if self.error is not None:
                 return 0
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
+            try:
+                if not self._step():
+                    return 0
+            except TooLarge:
+                raise
+            except Exception as e:  # truncated or corrupt: said by check(), after what came before
+                self.error = e
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
         return n
+
+    def check(self) -> None:
+        """Raise the error that ended the stream early, if one did."""
+        if self.error is not None:
+            raise self.error
 
 
 def open_decompressed(stream, compression: str | None, floor: int):
-    """A buffered binary stream of the decompressed content (``stream`` itself when uncompressed)."""
+    """(a buffered binary stream of the decompressed content, a function that
+    raises if decompression ended early); ``stream`` itself when uncompressed."""
     if compression is None:
-        return stream
-    return io.BufferedReader(DecompressingReader(stream, compression, floor), buffer_size=READ_CHUNK)
+        return stream, lambda: None
+    reader = DecompressingReader(stream, compression, floor)
+    return io.BufferedReader(reader, buffer_size=READ_CHUNK), reader.check
 
 
 def read_limited(stream, max_bytes: int, compression: str | None = None) -> bytes:
@@ -312,7 +335,10 @@ def read_limited(stream, max_bytes: int, compression: str | None = None) -> byte
     Decompressing in bounded chunks is what keeps a bomb from allocating its
     full expanded size.
     """
-    data = open_decompressed(stream, compression, max_bytes).read(max_bytes + 1)
+    decompressed, check = open_decompressed(stream, compression, max_bytes)
+    data = decompressed.read(max_bytes + 1)
+    if len(data) <= max_bytes:
+        check()
     if len(data) > max_bytes:
         after = f" after {compression} decompression" if compression else ""
         raise TooLarge(f"larger than --max-bytes={max_bytes}{after}")
@@ -598,6 +624,11 @@ def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, en
         yield rejected(source, STAGE, "empty", "file is empty or holds only whitespace lines")
 
 
+_SKIPPED = object()
+_STRING_STOP = re.compile(r'["\\]')
+_VALUE_STOP = re.compile(r'["{}\[\]]')
+
+
 def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
     """Records of a JSON array of articles, one element in memory at a time
     (``path#N``, N from 1). ``json.JSONDecoder.raw_decode`` parses each
@@ -628,6 +659,37 @@ def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[d
             if not fill(READ_CHUNK):
                 return ""
 
+    def skip_value() -> bool:
+        """Move past the object, array or string at ``i`` without keeping it
+        (an element over --max-bytes); False when it does not end."""
+        nonlocal buf, i
+        if buf[i] not in "{[\"":
+            return False
+        depth, in_string = 0, False
+        while True:
+            match = (_STRING_STOP if in_string else _VALUE_STOP).search(buf, i)
+            if match is None:
+                i = len(buf)
+                if not fill(READ_CHUNK):
+                    return False
+                continue
+            c, i = match.group(), match.end()
+            if in_string:
+                if c == "\\":
+                    if i >= len(buf) and not fill(READ_CHUNK):
+                        return False
+                    i += 1
+                else:
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c in "{[":
+                depth += 1
+            else:
+                depth -= 1
+            if depth == 0 and not in_string:
+                return True
+
     if looks_binary(_peek(stream)):
         yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not JSON", repr(_peek(stream, 200)))
         return
@@ -655,19 +717,30 @@ def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[d
                 return
             except ValueError as e:
                 if len(buf) - i > max_bytes:
-                    yield rejected(element_source, STAGE, "too_large",
-                                   f"element {n} is larger than --max-bytes={max_bytes}; the rest of the array "
-                                   "is not read", buf[i:i + RAW_LIMIT])
-                    return
+                    raw = buf[i:i + RAW_LIMIT]
+                    if not skip_value():
+                        yield rejected(element_source, STAGE, "too_large",
+                                       f"element {n} is larger than --max-bytes={max_bytes} and does not end; "
+                                       "the rest of the array is not read", raw)
+                        return
+                    obj = _SKIPPED
+                    break
                 if not fill(want):  # the element cannot be completed: invalid, not just unfinished
                     yield rejected(element_source, STAGE, "invalid_json",
                                    f"element {n} is not valid JSON: {e}; the rest of the array is not read",
                                    buf[i:i + RAW_LIMIT])
                     return
                 want *= 2  # geometric reads keep re-parsing a large element cheap
-        text = buf[i:j]
-        i = j
-        if json_depth(obj) > MAX_JSON_DEPTH:
+        if obj is _SKIPPED:  # skipped whole, never in memory
+            yield rejected(element_source, STAGE, "too_large",
+                           f"element {n} is larger than --max-bytes={max_bytes}", raw)
+            text = ""
+        else:
+            text = buf[i:j]
+            i = j
+        if obj is _SKIPPED:
+            pass
+        elif json_depth(obj) > MAX_JSON_DEPTH:
             yield rejected(element_source, STAGE, "too_deep",
                            f"element {n}: JSON nested deeper than {MAX_JSON_DEPTH} levels", text[:RAW_LIMIT])
         elif len(text) > max_bytes:
@@ -727,6 +800,10 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
             piece = text.readline(max_bytes + 1)
             if not piece:
                 return
+            if len(piece) > max_bytes and not piece.endswith(("\n", "\r")):
+                # Drop the rest of an over-long line, so that it is one rejection, not many.
+                while (rest := text.readline(READ_CHUNK)) and not rest.endswith(("\n", "\r")):
+                    pass
             yield piece
 
     lines = physical_lines()
@@ -832,37 +909,35 @@ def _decode_html(payload: bytes, charset: str | None) -> str:
     return decode_bytes(payload)[0]
 
 
-def _warc_page(record, page_source: str, key: str, offset: int, max_bytes: int) -> dict:
-    """The raw article (or rejected record, or skipped marker) of one WARC record."""
+def _warc_page(record, max_bytes: int) -> tuple[str, tuple]:
+    """What one WARC record is: ("skipped", (kind,)), ("rejected", (reason,
+    detail, raw)) or ("page", (payload, text, url, crawled))."""
     kind = record.rec_type or "unknown"
     if kind != "response":
-        return {"skipped": _counter_name(kind), "source": page_source}
+        return "skipped", (_counter_name(kind),)
     http = record.http_headers
     if http is None:
-        return {"skipped": "response_not_http", "source": page_source}
+        return "skipped", ("response_not_http",)
     status = http.get_statuscode() or ""
     if not status.startswith("2"):
-        return {"skipped": f"response_status_{status[:1] if status[:1].isdigit() else 'none'}xx",
-                "source": page_source}
+        return "skipped", (f"response_status_{status[:1] if status[:1].isdigit() else 'none'}xx",)
     content_type = (http.get_header("Content-Type") or "").lower()
     mime = content_type.split(";")[0].strip()
     if mime not in _HTML_TYPES:
-        return {"skipped": "response_" + _counter_name(mime.split("/")[0] or "none"), "source": page_source}
+        return "skipped", ("response_" + _counter_name(mime.split("/")[0] or "none"),)
     try:
         payload = record.content_stream().read(max_bytes + 1)
     except Exception as e:  # a broken chunked or gzip body: this record only
-        return rejected(page_source, STAGE, "unreadable", f"cannot decode the record's HTTP body: {e}")
+        return "rejected", ("unreadable", f"cannot decode the record's HTTP body: {type(e).__name__}: {e}", None)
     if len(payload) > max_bytes:
-        return rejected(page_source, STAGE, "too_large", f"page larger than --max-bytes={max_bytes}")
+        return "rejected", ("too_large", f"page larger than --max-bytes={max_bytes}", None)
     if not payload.strip():
-        return rejected(page_source, STAGE, "empty", "response record with an empty body")
+        return "rejected", ("empty", "response record with an empty body", None)
     if looks_binary(payload):
-        return rejected(page_source, STAGE, "binary", "HTML response whose body looks binary (NUL bytes)",
-                        repr(payload[:200]))
+        return "rejected", ("binary", "HTML response whose body looks binary (NUL bytes)", repr(payload[:200]))
     match = re.search(r"charset=[\"']?([\w.:-]+)", content_type)
-    return _record(page_source, key, offset, payload, "html", _decode_html(payload, match and match.group(1)),
-                   url=record.rec_headers.get_header("WARC-Target-URI"),
-                   crawled=record.rec_headers.get_header("WARC-Date"))
+    return "page", (payload, _decode_html(payload, match and match.group(1)),
+                    record.rec_headers.get_header("WARC-Target-URI"), record.rec_headers.get_header("WARC-Date"))
 
 
 def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
@@ -877,14 +952,69 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
     and warcio also reads ARC and writes the WARCs the tests build)."""
     from warcio.archiveiterator import ArchiveIterator
 
-    records = ArchiveIterator(stream, arc2warc=True)
-    for record in records:
-        offset = records.get_record_offset()
-        page_source = f"{source}@{offset}"
+    base = 0  # where the current iterator started in the stream
+    while True:
+        # warcio's offsets are the stream's own (tell()) when it can seek, so they stay right after a resync.
+        records = ArchiveIterator(stream, arc2warc=True)
+        last_end = base
         try:
-            yield _warc_page(record, page_source, key, offset, max_bytes)
-        except Exception as e:  # one malformed record (headers warcio parsed but we cannot use): that one only
-            yield rejected(page_source, STAGE, "unreadable", f"cannot read the WARC record: {type(e).__name__}: {e}")
+            for record in records:
+                try:
+                    what, value = _warc_page(record, max_bytes)
+                except Exception as e:  # headers warcio parsed but that we cannot use: this record only
+                    what, value = "rejected", ("unreadable", f"cannot read the WARC record: {type(e).__name__}: {e}",
+                                               None)
+                # Only now: warcio reads the record to its end to know where it starts.
+                offset = records.get_record_offset()
+                last_end = offset + records.get_record_length()
+                page_source = f"{source}@{offset}"
+                missing = getattr(record.raw_stream, "limit", 0) or 0
+                if missing > 0:  # warcio hands out a cut record as if it were whole
+                    yield rejected(page_source, STAGE, "unreadable",
+                                   f"WARC record cut short ({missing} bytes of its Content-Length missing: "
+                                   "the file is truncated)")
+                elif what == "skipped":
+                    yield {"skipped": value[0], "source": page_source}
+                elif what == "rejected":
+                    yield rejected(page_source, STAGE, *value)
+                else:
+                    payload, text, url, crawled = value
+                    yield _record(page_source, key, offset, payload, "html", text, url=url, crawled=crawled)
+            return
+        except (TooLarge, EOFError):
+            raise
+        except Exception as e:  # warcio's ArchiveLoadFailed: no WARC record where one should start
+            seekable = getattr(stream, "seekable", lambda: False)()
+            if not seekable:
+                raise
+            # The record at last_end may be whole (a bad one before it broke the
+            # framing): try it, unless reading already failed right there.
+            resume = _next_warc_record(stream, last_end if last_end > base else base + 1)
+            where = f"bytes {last_end} to {resume}" if resume is not None else f"from byte {last_end} to the end"
+            yield rejected(f"{source}@{last_end}", STAGE, "unreadable",
+                           f"{where} hold no readable WARC record ({type(e).__name__}: {str(e)[:200]})"
+                           + ("; reading resumes at the next record" if resume is not None else ""))
+            if resume is None:
+                return
+            stream.seek(resume)
+            base = resume
+
+
+def _next_warc_record(stream, start: int) -> int | None:
+    """The offset of the next line starting 'WARC/1.' at or after ``start`` in a seekable stream."""
+    marker = b"\nWARC/1."
+    stream.seek(start - 1)
+    pos, tail = start - 1, b""
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            return None
+        data = tail + chunk
+        found = data.find(marker)
+        if found >= 0:
+            return pos - len(tail) + found + 1
+        tail = data[-(len(marker) - 1):]
+        pos += len(chunk)
 
 
 def iter_records(stream, source: str, key: str, fmt: str, max_bytes: int) -> Iterator[dict]:
@@ -936,18 +1066,18 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
             elif fmt == "jsonl" and item.is_range:
                 records = iter_jsonl(_buffered(raw), item.source, item.key, max_bytes, item.start, item.end)
             else:
-                stream = _buffered(open_decompressed(raw, compression, max_bytes))
+                decompressed, check = open_decompressed(raw, compression, max_bytes)
+                stream = _buffered(decompressed)
                 if fmt in ("text", "html") or (fmt == "json" and not _starts_array(_peek(stream, READ_CHUNK))):
-                    data = stream.read(max_bytes + 1)
-                    if len(data) > max_bytes:
-                        after = f" after {compression} decompression" if compression else ""
-                        raise TooLarge(f"larger than --max-bytes={max_bytes}{after}")
-                    records = _parse_whole(data, item.source, item.key, fmt)
+                    records = _parse_whole(read_limited(stream, max_bytes), item.source, item.key, fmt)
+                    check()
                 else:
                     records = iter_records(stream, item.source, item.key, fmt, max_bytes)
             for record in records:
                 done += 1
                 yield record
+            if fmt != "parquet" and not item.is_range:
+                check()
     except TooLarge as e:
         yield rejected(source, STAGE, "too_large", _after(str(e), done))
     except EOFError as e:  # Truncated among them: what was read is kept, the cut is said
