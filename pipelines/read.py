@@ -119,12 +119,13 @@ class InputFile:
         return self.start > 0 or self.end >= 0
 
 
-def split_ranges(files: Iterable[InputFile], range_bytes: int = RANGE_BYTES) -> list[InputFile]:
+def split_ranges(files: Iterable[InputFile], range_bytes: int | None = None) -> list[InputFile]:
     """The planned files with every uncompressed JSONL file of more than
     ``range_bytes`` cut into byte ranges of about that size (the lines that
     start in each), so that one big dump is read by every worker; other files
     as they are. The cut depends only on the file's size, so every attempt
     of a run cuts alike."""
+    range_bytes = RANGE_BYTES if range_bytes is None else range_bytes
     if range_bytes <= 0:
         raise ValueError("range_bytes must be positive")
     out: list[InputFile] = []

@@ -644,3 +644,77 @@ def zlib_partial(data: bytes) -> bytes:
     import zlib
 
     return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+
+
+# --- the same articles whatever the container (shared data) -------------------
+
+def _bbc(shared_data, n=60) -> list[dict]:
+    paths = sorted((shared_data / "bbc-news" / "articles").rglob("*.txt"))[::15][:n]
+    out = []
+    for path in paths:
+        [raw] = list(parse_payload(path.read_bytes(), str(path), path.name, "text"))
+        out.append({"title": raw["title"], "text": raw["text"], "path": path})
+    return out
+
+
+def _clean_titles_and_texts(records) -> list[tuple]:
+    from pipelines.clean import clean_article
+
+    cleaned = [clean_article(r) for r in _articles(records)]
+    return [(a["title"], a["text"]) for a in cleaned if "reason" not in a]
+
+
+def test_bbc_articles_are_the_same_in_every_container(shared_data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = _bbc(shared_data)
+    rows = [{"title": a["title"], "text": a["text"]} for a in items]
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for n, a in enumerate(items):
+        (folder / f"{n:03d}.txt").write_bytes(a["path"].read_bytes())
+    (tmp_path / "all.jsonl.gz").write_bytes(gzip.compress(_jsonl(rows)))
+    (tmp_path / "all.json").write_bytes(json.dumps(rows, ensure_ascii=False).encode())
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "all.parquet"), row_group_size=16)
+    (tmp_path / "all.csv").write_bytes(_csv_bytes([(r["title"], r["text"]) for r in rows], header=("title", "text")))
+    as_txt = _clean_titles_and_texts(r for p in sorted(folder.iterdir()) for r in _read(p))
+    assert len(as_txt) == len(items)
+    for name in ("all.jsonl.gz", "all.json", "all.parquet", "all.csv"):
+        # The entity stage reads only title and text, so the same clean title
+        # and text are the same entities and entity counts.
+        assert _clean_titles_and_texts(_read(tmp_path / name)) == as_txt, name
+
+
+def test_a_warc_of_the_extraction_benchmark_scores_as_its_html_files(shared_data, tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("newsbeam_eval_clean", REPO / "scripts" / "evaluation" / "clean.py")
+    evaluation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluation)
+    from pipelines.clean import clean_article
+
+    data = shared_data / "article-extraction-benchmark"
+    truth = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))
+    ids = sorted(i for i in truth if (data / "html" / f"{i}.html.gz").exists())[:25]
+    pages = {i: gzip.decompress((data / "html" / f"{i}.html.gz").read_bytes()) for i in ids}
+    path = tmp_path / "bench.warc.gz"
+    _warc(path, [rec for i in ids for rec in (
+        ("request", truth[i]["url"], "text/html", b"", None),
+        ("response", truth[i]["url"], "text/html", pages[i], "200 OK"))], True)
+
+    def f1(raw: dict, gold: str) -> float:
+        article = clean_article(raw, min_words=0)
+        return evaluation.score(article.get("text") if "reason" not in article else None, gold)[2]
+
+    from_html = [f1(next(parse_payload(pages[i], f"{i}.html", f"{i}.html", "html")), truth[i]["articleBody"])
+                 for i in ids]
+    records = _read(path, max_bytes=10 << 20)
+    assert sum(1 for r in records if r.get("skipped") == "request") == len(ids)
+    warc_pages = _articles(records)
+    assert [p["url"] for p in warc_pages] == [truth[i]["url"] for i in ids]
+    from_warc = [f1(p, truth[i]["articleBody"]) for p, i in zip(warc_pages, ids)]
+    assert from_warc == from_html
+    assert sum(from_warc) / len(ids) > 0.8  # and the extraction is the real one, not an empty match
