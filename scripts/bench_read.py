@@ -136,7 +136,8 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         r = run(dump, work / f"out-{workers}", workers, args.languages, args.read_only)
         line = (f"workers={workers}: wall {r['wall']:.0f} s, CPU {r['cpu']:.0f} s "
-                f"(CPU/wall {r['cpu'] / r['wall']:.2f}), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, {size / 1e6 / r['wall']:.1f} MB/s")
+                f"(CPU/wall {r['cpu'] / r['wall']:.2f}), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
+                f"{size / 1e6 / r['wall']:.1f} MB/s")
         s = r["summary"]
         if s:
             n = s["inputs"]["records"]
