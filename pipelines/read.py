@@ -1,12 +1,20 @@
-"""Read stage: input files -> raw article records (or rejected records).
+"""Read stage: planned inputs -> raw article records (or rejected records).
 
-The pure core (``decode_bytes``, ``parse_payload``) turns the bytes of one file
-into records; the Beam part only opens files through ``FileSystems`` so the same
-code reads local paths, ``gs://``, ``s3://`` and ``hdfs://``.
+The launcher plans files (``pipelines.plan``) and cuts big uncompressed JSONL
+files into byte ranges (``split_ranges``); ``read_unit`` turns one planned
+unit into records, one record in memory at a time for files of many records
+(JSONL, JSON arrays, CSV/TSV, Parquet, WARC), the whole file for one-article
+formats (text, HTML, a single JSON object); gzip, bzip2 and zstd are
+decompressed in bounded steps (``DecompressingReader``). Files are opened
+through ``FileSystems`` so the same code reads local paths, ``gs://``,
+``s3://`` and ``hdfs://``; ``parse_payload`` is the same core over bytes.
 
-A raw article is a dict with ``id``, ``source``, ``format`` ('text', 'json' or
-'html'), ``title``, ``text`` (the body, or the whole page for HTML), ``author``,
-``published`` (as written in the source), ``url`` and ``language_hint``.
+A raw article is a dict with ``id``, ``source``, ``format`` ('text', 'json',
+'csv', 'parquet' or 'html'), ``title``, ``text`` (the body, or the whole page
+for HTML), ``author``, ``published`` (as written in the source), ``url`` and
+``language_hint``; pages from a WARC file add ``crawled``. WARC records that
+are no page come out as ``{"skipped": kind}`` markers, which ReadFileFn
+counts.
 """
 
 from __future__ import annotations
