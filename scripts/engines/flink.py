@@ -31,8 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,41 +40,23 @@ import zipfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-__all__ = [
-    "FLINK_VERSION",
-    "Unavailable",
-    "cache_dir",
-    "fetch_flink",
-    "fetch_job_server",
-    "flink_cluster",
-    "free_port",
-    "job_server",
-    "process_group",
-    "rss_mb",
-    "worker_pool",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from portable import Unavailable, free_port, listening, process_group, rss_mb, wait_until, worker_pool  # noqa: E402
+
+__all__ = ["FLINK_VERSION", "JOB_SERVER_ARTIFACT", "cache_dir", "fetch_flink", "fetch_job_server", "flink_cluster",
+           "job_server"]
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements-engines.lock"
 FLINK_VERSION = "2.2.1"
 FLINK_MINOR = "2.2"
-JOB_SERVER_DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
-
-
-class Unavailable(RuntimeError):
-    """A piece of the engine cannot be had here (download refused, not served, no java)."""
+JOB_SERVER_ARTIFACT = f"beam-runners-flink-{FLINK_MINOR}-job-server"
 
 
 def cache_dir() -> Path:
     d = Path(os.environ.get("NEWSBEAM_ENGINES_CACHE", Path.home() / ".cache" / "newsbeam-engines"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _locked_hashes() -> dict[str, str]:
@@ -153,84 +133,34 @@ def _beam_version() -> str:
 
 
 def fetch_job_server(timeout: float = 600) -> Path:
-    """Beam's Flink job server jar for this SDK's version, from Maven once."""
+    """Beam's Flink job server jar for this SDK's version: ``$NEWSBEAM_FLINK_JOB_SERVER_JAR``,
+    else the cache, else ``mvn dependency:copy`` from Maven Central into the cache."""
     env = os.environ.get("NEWSBEAM_FLINK_JOB_SERVER_JAR")
     if env:
         if not Path(env).is_file():
             raise Unavailable(f"NEWSBEAM_FLINK_JOB_SERVER_JAR={env} is not a file")
         return Path(env)
     version = _beam_version()
-    artifact = f"beam-runners-flink-{FLINK_MINOR}-job-server"
     jars = cache_dir() / "jars"
-    jar = jars / f"{artifact}-{version}.jar"
+    jar = jars / f"{JOB_SERVER_ARTIFACT}-{version}.jar"
     if jar.is_file():
         return jar
     mvn = shutil.which("mvn")
     if not mvn:
-        raise Unavailable("mvn is not on PATH: cannot fetch Beam's Flink job server")
-    coord = f"org.apache.beam:{artifact}:{version}"
+        raise Unavailable(f"mvn is not on PATH: cannot fetch Beam's Flink job server; put it at {jar} "
+                          "or set NEWSBEAM_FLINK_JOB_SERVER_JAR")
+    coord = f"org.apache.beam:{JOB_SERVER_ARTIFACT}:{version}"
     try:
-        # -U: Maven caches a "not found" in ~/.m2; ask again each time.
+        # -U: Maven caches a "not found" in ~/.m2; ask again each time (a refusal answers in seconds).
         proc = subprocess.run([mvn, "-q", "-B", "-U", "dependency:copy", "-Dtransitive=false", f"-Dartifact={coord}",
                                f"-DoutputDirectory={jars}"], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise Unavailable(f"mvn dependency:copy {coord} took over {timeout:.0f}s") from e
     if proc.returncode != 0 or not jar.is_file():
         why = re.search(r"\[ERROR\] Failed to execute goal .*?: (.*)", proc.stdout + proc.stderr)
-        raise Unavailable(f"cannot fetch {coord} with mvn: {why.group(1)[:300] if why else proc.stdout[-400:]}")
+        raise Unavailable(f"cannot fetch {coord} with mvn ({why.group(1)[:300] if why else proc.stdout[-400:]}); "
+                          f"put the jar at {jar} or set NEWSBEAM_FLINK_JOB_SERVER_JAR")
     return jar
-
-
-@contextmanager
-def process_group(cmd: list, log: Path, env: dict | None = None, cwd: Path | None = None):
-    """Popen in its own session; on exit SIGTERM the group, SIGKILL after 15 s."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                # The group may outlive its leader (a JVM forked by a script).
-                os.killpg(proc.pid, 0)
-                time.sleep(0.5)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
-        proc.wait(timeout=5) if proc.poll() is None else None
-
-
-def _tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def _wait(check, what: str, procs: list, logs: list[Path], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p, log in zip(procs, logs):
-            if p.poll() is not None:
-                raise Unavailable(f"{what}: a process exited ({p.returncode}) before it was ready:\n{_tail(log)}")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise Unavailable(f"{what}: not ready within {timeout:.0f}s:\n" + "\n".join(_tail(log, 1000) for log in logs))
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _rest(port: int, path: str) -> dict:
@@ -281,13 +211,13 @@ def flink_cluster(work: Path, slots: int = 2, tm_memory: str = "2048m", timeout:
     jm_log, tm_log = work / "jobmanager.out", work / "taskmanager.out"
     with ExitStack() as stack:
         jm = stack.enter_context(process_group([home / "bin" / "jobmanager.sh", "start-foreground"], jm_log, env))
-        _wait(lambda: _listening(ports["rest"]), "Flink JobManager", [jm], [jm_log], timeout)
+        wait_until(lambda: listening(ports["rest"]), "Flink JobManager", [jm], [jm_log], timeout)
         tm = stack.enter_context(process_group([home / "bin" / "taskmanager.sh", "start-foreground"], tm_log, env))
 
         def registered() -> bool:
             return sum(t.get("slotsNumber", 0) for t in _rest(ports["rest"], "/taskmanagers")["taskmanagers"]) >= slots
 
-        _wait(registered, "Flink TaskManager registration", [jm, tm], [jm_log, tm_log], timeout)
+        wait_until(registered, "Flink TaskManager registration", [jm, tm], [jm_log, tm_log], timeout)
         yield {"rest_port": ports["rest"], "master": f"127.0.0.1:{ports['rest']}", "pids": [jm.pid, tm.pid],
                "logs": [jm_log, tm_log], "home": home}
 
@@ -301,37 +231,8 @@ def job_server(jar: Path, flink_master: str, work: Path, timeout: float = 120):
            "--job-port", ports["job"], "--artifact-port", ports["artifact"],
            "--expansion-port", ports["expansion"], "--artifacts-dir", work / "artifacts"]
     with process_group(cmd, log) as proc:
-        _wait(lambda: _listening(ports["job"]), "Beam Flink job server", [proc], [log], timeout)
+        wait_until(lambda: listening(ports["job"]), "Beam Flink job server", [proc], [log], timeout)
         yield {"endpoint": f"127.0.0.1:{ports['job']}", "pid": proc.pid, "log": log}
-
-
-@contextmanager
-def worker_pool(python: Path, work: Path, env: dict | None = None, timeout: float = 60):
-    """Beam's Python SDK worker pool (EXTERNAL environment) from the given interpreter's venv."""
-    port = free_port()
-    log = work / "worker_pool.out"
-    cmd = [python, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"]
-    with process_group(cmd, log, env=env) as proc:
-        _wait(lambda: _listening(port), "Beam worker pool", [proc], [log], timeout)
-        yield {"address": f"localhost:{port}", "pid": proc.pid, "log": log}
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its descendants, in MB."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tempfile.mkdtemp(prefix="newsbeam-flink-"))
         with ExitStack() as stack:
             cluster = stack.enter_context(flink_cluster(work))
-            print(f"Flink cluster: REST/UI http://{cluster['master']}  (JobManager pid {cluster['pids'][0]}, "
-                  f"TaskManager pid {cluster['pids'][1]}); logs in {work}")
+            jm, tm = cluster["pids"]
+            print(f"Flink cluster: REST/UI http://{cluster['master']}  (JobManager pid {jm}, {rss_mb(jm):.0f} MB RSS; "
+                  f"TaskManager pid {tm}, {rss_mb(tm):.0f} MB RSS); logs in {work}")
             if jar:
                 js = stack.enter_context(job_server(jar, cluster["master"], work))
                 print(f"job endpoint: {js['endpoint']}  (--runner=PortableRunner --job_endpoint={js['endpoint']})")
