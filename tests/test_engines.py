@@ -23,6 +23,7 @@ on failure; every wait and every run has a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,23 @@ def articles(tmp_path_factory) -> Path:
     shutil.copy(SEED, folder / SEED.name)
     shutil.copy(SEED, folder / "copy_of_the_seed.txt")
     (folder / "empty.txt").write_bytes(b"")
+    # Dated articles on three days (one with an offset): the aggregation's event-time windows get several periods.
+    dated = [
+        ("Merkel in Berlin", "2024-08-16T23:30:00+02:00",
+         "Angela Merkel met officials of the European Commission in Berlin on Friday to discuss the budget of the "
+         "European Union. She told reporters that the talks had gone well and that Germany would present its own "
+         "proposal to the other member states before the summit in October."),
+        ("Macron visits Toronto", "2024-08-17T08:00:00Z",
+         "Emmanuel Macron arrived in Toronto on Saturday for a two-day visit, his first to Canada since 2018. The "
+         "French president is expected to sign an agreement on nuclear energy with Justin Trudeau and to visit a "
+         "car factory owned by Renault outside the city."),
+        ("Strike at Heathrow", "2024-09-02",
+         "Hundreds of flights were cancelled at Heathrow Airport in London after baggage handlers employed by "
+         "British Airways began a strike over pay. The union Unite said the walkout would last until Thursday "
+         "unless the airline improved its offer, and the Department for Transport urged both sides to talk."),
+    ]
+    (folder / "dated.jsonl").write_text("".join(json.dumps({"title": t, "published": when, "text": text}) + "\n"
+                                                for t, when, text in dated), encoding="utf-8")
     bbc = Path(os.environ.get("NEWSBEAM_SHARED_DATA", REPO.parent / "shared" / "data")) / "bbc-news" / "articles"
     for topic in ("business", "politics", "tech"):
         for path in sorted((bbc / topic).glob("*.txt"))[:2]:
@@ -98,10 +116,12 @@ def local_records(articles, tmp_path_factory) -> dict:
     records = _comparable(out)
     # The folder really exercises every output, or the comparisons prove less than they say.
     assert records["articles"] and records["duplicates"] and records["rejected"] and records["entity_counts"]
+    periods = {c["period"] for c in records["entity_counts"]}
+    assert {"2024-08-16", "2024-08-17", "2024-09-02", "all", "unknown"} <= periods, periods
     return records
 
 
-def _gone(pids: list[int]) -> list[int]:
+def _still_running(pids: list[int]) -> list[int]:
     """The pids that are still running (not gone, not zombies)."""
     alive = []
     for pid in pids:
@@ -127,9 +147,11 @@ def test_wheel_only_worker_pool_behind_beams_python_job_service(articles, local_
         started = [service["pid"], pool["pid"]]
         _run([articles, "--runner=PortableRunner", f"--job_endpoint={service['endpoint']}",
               "--environment_type=EXTERNAL", f"--environment_config={pool['address']}"], tmp_path / "out", tmp_path)
-        # The DoFns ran in the wheel's venv: its pool started SDK workers.
-        assert psutil.Process(pool["pid"]).children(recursive=True), portable.tail(pool["log"])
-    assert not _gone(started)
+    # The DoFns ran in SDK workers that the wheel venv's pool started, with the
+    # first python on the pool's PATH: the wheel venv's.
+    assert "Starting worker with command ['python'" in portable.tail(pool["log"], 100_000), portable.tail(pool["log"])
+    assert shutil.which("python", path=clean_env(wheel_venv)["PATH"]) == str(wheel_venv / "bin" / "python")
+    assert not _still_running(started)
     assert _comparable(tmp_path / "out") == local_records
 
 
@@ -145,7 +167,7 @@ def test_flink_session_cluster_from_pypi_comes_up_and_stops(tmp_path):
             assert [p.name() for p in jvms] == ["java", "java"] and jvms[0].pid != jvms[1].pid
     except portable.Unavailable as e:
         pytest.fail(str(e))
-    assert not _gone(cluster["pids"])
+    assert not _still_running(cluster["pids"])
 
 
 def test_newsbeam_on_flink_matches_the_local_runner(articles, local_records, wheel_venv, tmp_path):
@@ -168,5 +190,41 @@ def test_newsbeam_on_flink_matches_the_local_runner(articles, local_records, whe
               "--environment_type=EXTERNAL", f"--environment_config={pool['address']}"], tmp_path / "out", tmp_path)
         jobs = flink._rest(cluster["rest_port"], "/jobs/overview")["jobs"]
         assert [j["state"] for j in jobs] == ["FINISHED"], jobs
-    assert not _gone(started)
+    assert not _still_running(started)
     assert _comparable(tmp_path / "out") == local_records
+
+
+def test_streaming_counts_equal_the_batch_counts(articles, local_records, tmp_path):
+    """The aggregation's event-time windows in streaming mode: the local run's
+    articles as an unbounded TestStream on the BundleBasedDirectRunner (the one
+    local runner that streams) give the batch run's entity counts. Flink would
+    run the same windows; that needs the job server (above)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream as EventStream
+    from apache_beam.testing.util import assert_that
+
+    from pipelines.aggregate import BEYOND_LATENESS, COUNTS, AggregateEntities
+
+    kept = local_records["articles"]
+    stream = EventStream().add_elements(kept[: len(kept) // 2]).add_elements(kept[len(kept) // 2:])
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    key = ("entity", "label", "language", "period")
+
+    def final_panes(records):
+        # Accumulating panes: a key's last (largest) pane holds its totals; the running
+        # totals of 'all' and 'unknown' may fire early, the dated windows once.
+        last = {}
+        for r in records:
+            k = tuple(r[f] for f in key)
+            if k not in last or (r["mentions"], r["documents"]) > (last[k]["mentions"], last[k]["documents"]):
+                last[k] = r
+        got = sorted(last.values(), key=lambda r: tuple(r[f] for f in key))
+        assert got == local_records["entity_counts"]
+
+    with beam.Pipeline(options=options) as p:
+        result = p | stream | AggregateEntities("day")
+        assert_that(result[COUNTS], final_panes, label="Counts")
+        assert_that(result[BEYOND_LATENESS], lambda late: late == [] or pytest.fail(f"late: {late}"), label="Late")
