@@ -40,8 +40,10 @@ are new or changed since the last committed run and whose size and
 modification time did not change since the previous check are processed as one
 run (OUTPUT/runs/<run-id>/, OUTPUT/latest). Write files elsewhere and move them
 in, or give them a name starting with '.' until they are complete, to be sure a
-half-written file is never read. SIGINT or SIGTERM stops after the current
-batch; a second one stops at once (the batch is then not committed).
+half-written file is never read. SIGINT (Ctrl-C) or SIGTERM stops after the
+current batch, which is committed (exit status 0); a second one stops at once
+(exit status 130 or 143; the batch is then not committed, the previous output
+is kept).
 """
 
 
@@ -146,8 +148,9 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
 
 
-def _stop_children() -> None:
-    """End the local worker processes an interrupted run started: none is left behind."""
+def _stop_children(grace: float = 3.0) -> None:
+    """End the local worker processes an interrupted run started: none is left
+    behind (SIGTERM, then SIGKILL for those still there after ``grace`` seconds)."""
     import psutil
 
     children = psutil.Process().children(recursive=True)
@@ -156,7 +159,7 @@ def _stop_children() -> None:
             child.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(children, timeout=3)
+    _, alive = psutil.wait_procs(children, timeout=grace)
     for child in alive:
         try:
             child.kill()
@@ -282,6 +285,98 @@ def report(argv_ns: argparse.Namespace) -> int:
     return _write_report(argv_ns.inputs[0], argv_ns.output)
 
 
+class _WatchSignals:
+    """SIGINT and SIGTERM while watching: the first asks ``stop`` to end the
+    loop after the batch under way, a second ends the workers and the process
+    at once (``on_stop_now`` with 130 or 143; the batch is then not committed).
+
+    A Ctrl-C goes to the terminal's whole process group, so the worker
+    processes of a batch got it too and died with ~70 lines of tracebacks,
+    failing the batch the first Ctrl-C was meant to let finish. The signals
+    are therefore blocked in the launcher's main thread, and so in every
+    worker process and thread it starts (a signal mask is inherited). The
+    launcher still gets them in a thread of its own: through the wakeup fd
+    of its handlers when a thread started before (the BLAS pool's) takes the
+    signal, or with ``sigtimedwait`` when every thread blocks it. Python runs
+    handlers only in the main thread, which may be waiting on the workers
+    until the batch ends: a second signal must not wait for that. multiprocessing's
+    resource tracker unblocks both after it starts (CPython's
+    ``ensure_running`` sets SIG_UNBLOCK rather than the mask it found), so it
+    is started first, and every batch blocks them again (``block``).
+    """
+
+    def __init__(self, stop, on_stop_now):
+        import signal
+        import threading
+
+        self._signal = signal
+        self._signals = {signal.SIGINT, signal.SIGTERM}
+        self._stop = stop
+        self._on_stop_now = on_stop_now
+        self._received = 0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._wait, name="newsbeam-watch-signals", daemon=True)
+        self._previous: dict = {}
+        self._wakeup = None
+        self._previous_wakeup = -1
+
+    def __enter__(self):
+        import os
+        from multiprocessing import resource_tracker
+
+        self._wakeup = os.pipe()
+        for fd in self._wakeup:
+            os.set_blocking(fd, False)
+        for sig in self._signals:
+            # The handler proper is the thread's: it reads the wakeup fd.
+            self._previous[sig] = self._signal.signal(sig, lambda signum, frame: None)
+        self._previous_wakeup = self._signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
+        resource_tracker.ensure_running()
+        self.block()
+        self._thread.start()
+        return self
+
+    def block(self) -> None:
+        self._signal.pthread_sigmask(self._signal.SIG_BLOCK, self._signals)
+
+    def __exit__(self, *exc):
+        import os
+
+        self._done.set()
+        self._thread.join()
+        self._signal.set_wakeup_fd(self._previous_wakeup)
+        for sig, handler in self._previous.items():
+            self._signal.signal(sig, handler)
+        self._signal.pthread_sigmask(self._signal.SIG_UNBLOCK, self._signals)
+        for fd in self._wakeup:
+            os.close(fd)
+        return False
+
+    def _wait(self) -> None:
+        import os
+        import select
+
+        while not self._done.is_set():
+            if select.select([self._wakeup[0]], [], [], 0.2)[0]:
+                for signum in os.read(self._wakeup[0], 64):
+                    self._on(signum)
+            info = self._signal.sigtimedwait(self._signals, 0)
+            if info is not None:
+                self._on(info.si_signo)
+
+    def _on(self, signum: int) -> None:
+        with self._lock:
+            self._received += 1
+            first = self._received == 1
+        if first:
+            _LOG.warning("newsbeam: %s received: stopping after the current batch (send it again to stop now)",
+                         self._signal.Signals(signum).name)
+            self._stop.set()
+        else:
+            self._on_stop_now(EXIT_SIGTERM if signum == self._signal.SIGTERM else EXIT_SIGINT)
+
+
 def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.orchestrate import (
         PublishFailed,
@@ -324,6 +419,7 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
     hasher = CachedHasher()
 
     def batch(files: list) -> int | None:
+        signals.block()
         try:
             summary = run_incremental(prep, store, files, time.time(), skip_empty=True,
                                       hasher=hasher.for_files(files))
@@ -335,20 +431,29 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
         print(_summary_text(summary))
         return EXIT_OK
 
-    signals = StopSignals().install()
+    stop = StopSignals(signals=())  # the stop request only: _WatchSignals takes the signals
+
+    def stop_now(code: int) -> None:
+        # From the signal thread: the main thread may be anywhere in a batch
+        # (in Beam, in a worker pool), so end everything from here.
+        _stop_children(grace=0.5)
+        lock.release()
+        print(f"newsbeam: stopped at once ({'SIGTERM' if code == EXIT_SIGTERM else 'SIGINT'}); the batch in "
+              f"progress was not committed, the previous output is kept (exit status {code})",
+              file=sys.stderr, flush=True)
+        os._exit(code)
+
+    signals = _WatchSignals(stop, stop_now)
     try:
-        check_output_writable(prep.ns.output)
-        _LOG.warning("newsbeam: watching %s every %gs (state %s); stop with SIGINT or SIGTERM",
-                     prep.ns.inputs[0], prep.ns.interval, prep.ns.state_dir)
-        return watch_loop(poll, batch, prep.ns.interval, signals, StabilityFilter(), prep.ns.max_failures)
+        with signals:
+            check_output_writable(prep.ns.output)
+            _LOG.warning("newsbeam: watching %s every %gs (state %s); stop with SIGINT or SIGTERM",
+                         prep.ns.inputs[0], prep.ns.interval, prep.ns.state_dir)
+            return watch_loop(poll, batch, prep.ns.interval, stop, StabilityFilter(), prep.ns.max_failures)
     except UsageError as e:
         print(f"newsbeam: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("newsbeam: stopped at once; the batch in progress was not committed", file=sys.stderr)
-        return EXIT_FAILED
     finally:
-        signals.restore()
         lock.release()
 
 

@@ -21,6 +21,17 @@ Speed and memory
     vocabulary are freed with it and memory stays flat. Threads of one worker
     process share the model, so a batch holds it alone.
 
+Long texts
+    spaCy refuses a text over ``nlp.max_length`` (1,000,000 characters), and
+    the memory a Doc takes grows with its length. A field longer than
+    ``MAX_PIECE_CHARS`` goes through the model in consecutive pieces cut at a
+    line break (a name never runs across one, see Mentions), failing that
+    after a sentence's full stop, then at a space, and only in a run with
+    none of these at the limit; a mention's offsets are shifted by where its
+    piece starts, so they stay offsets in the field, and nothing is cut off.
+    (Joining the pieces' Docs with ``Doc.from_docs`` instead cost as much
+    again as the model run itself with a blank pipeline.)
+
 Mentions
     From ``title`` and ``text``; labels PERSON NORP FAC ORG GPE LOC PRODUCT
     EVENT WORK_OF_ART LAW LANGUAGE (numeric and temporal labels are dropped).
@@ -77,6 +88,7 @@ from pipelines.options import DEFAULT_SPACY_MODELS, parse_model_map
 __all__ = [
     "ExtractEntities",
     "NAMED_LABELS",
+    "MAX_PIECE_CHARS",
     "PIPE_BATCH_SIZE",
     "article_mentions",
     "canonicalise",
@@ -91,6 +103,7 @@ __all__ = [
     "no_model_language",
     "place_names",
     "relabel_places",
+    "text_pieces",
     "trim_span",
 ]
 
@@ -110,6 +123,12 @@ PLACE_MIN_POPULATION = {"PRODUCT": 15_000.0, "WORK_OF_ART": 15_000.0, "PERSON": 
 
 # Docs per nlp.pipe minibatch: peak memory grows with it (see README).
 PIPE_BATCH_SIZE = 16
+# Longest text given to the model at once; longer fields go in pieces. Well
+# under spaCy's max_length, and near the longest real articles, so a minibatch
+# of pieces holds no more than one of ordinary long articles.
+MAX_PIECE_CHARS = 100_000
+# Most words a short form of a longer person's name has (canonical rule 3).
+MAX_ALIAS_WORDS = 8
 
 _MODELS: dict[str, object] = {}
 _PIPE_LOCK = threading.RLock()
@@ -121,6 +140,11 @@ _LEADING = re.compile(r"^[\W_]+", re.UNICODE)
 # "the" opening a longer name: "the United Nations" and "United Nations" are one entity.
 _ARTICLE = re.compile(r"the\s+(?=\w)", re.IGNORECASE)
 _TRAILING = re.compile(r"[\W_]+$", re.UNICODE)
+# Where a long text may be cut, best first: after a line break, after a
+# sentence's end and its space, after any whitespace; written reversed, as
+# they are searched in the reversed text.
+_PIECE_BREAKS = (re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"), re.compile(r"\s[.!?…]|[。！？]"),
+                 re.compile(r"\s"))
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -236,8 +260,9 @@ def _line_pieces(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         yield trim_span(text, piece.start(), piece.end())
 
 
-def mentions_from_doc(doc, field: str) -> list[dict]:
-    """Named-entity mentions of one field, trimmed, in reading order."""
+def mentions_from_doc(doc, field: str, offset: int = 0) -> list[dict]:
+    """Named-entity mentions of one field, trimmed, in reading order; the doc
+    may be a piece of the field that starts at ``offset``."""
     mentions = []
     text = doc.text  # spaCy rebuilds this string from the tokens on every read
     for ent in doc.ents:
@@ -250,7 +275,7 @@ def mentions_from_doc(doc, field: str) -> list[dict]:
                 continue
             mentions.append({
                 "text": surface, "entity": clean_surface(surface), "label": label, "field": field,
-                "start": start, "end": end,
+                "start": offset + start, "end": offset + end,
             })
     return mentions
 
@@ -339,16 +364,25 @@ def _person_aliases(mentions: list[dict]) -> dict[str, str]:
     label_of = _vote(mentions)
     full_names = {name for name, label in label_of.items() if label == "PERSON" and len(name.split()) > 1}
     candidates = {m["entity"] for m in mentions if m["label"] == "PERSON" or len(m["entity"].split()) == 1}
+    # The longer names by their last and first words: comparing every
+    # candidate with every longer name took 25 s for an article naming 4,000
+    # people (a casualty list, a squad roster). A short form has at most
+    # MAX_ALIAS_WORDS words, which also bounds what a long name adds here.
+    by_tail: dict[tuple[str, ...], set[str]] = {}
+    by_head: dict[tuple[str, ...], set[str]] = {}
+    for full in full_names:
+        words = tuple(full.split())
+        joined = " ".join(words)
+        for k in range(1, min(len(words), MAX_ALIAS_WORDS + 1)):
+            by_tail.setdefault(words[-k:], set()).add(joined)
+            by_head.setdefault(words[:k], set()).add(joined)
     alias: dict[str, str] = {}
     for name in candidates:
-        words = name.split()
-        longer = [full.split() for full in full_names if len(full.split()) > len(words)]
+        words = tuple(name.split())
         # Family name last (Putin -> Vladimir Putin), else first (Kim -> Kim Jong Un).
-        targets = {" ".join(f) for f in longer if f[-len(words):] == words}
-        if not targets:
-            targets = {" ".join(f) for f in longer if f[:len(words)] == words}
+        targets = by_tail.get(words) or by_head.get(words) or set()
         if len(targets) == 1:
-            alias[name] = targets.pop()
+            alias[name] = next(iter(targets))
     return alias
 
 
@@ -367,24 +401,53 @@ def canonicalise(mentions: list[dict]) -> list[dict]:
     return canonical
 
 
-def article_mentions(field_docs: Iterable[tuple[str, object]], places: dict[str, float] | None = None,
+def article_mentions(field_docs: Iterable[tuple], places: dict[str, float] | None = None,
                      place_label: str = "GPE") -> list[dict]:
-    """The canonical mentions of one article from its (field, Doc) pairs:
-    the whole post-processing the pipeline applies to model output."""
+    """The canonical mentions of one article from its (field, Doc) pairs, or
+    (field, Doc, offset) for the pieces of a long field: the whole
+    post-processing the pipeline applies to model output."""
     mentions = []
-    for field, doc in field_docs:
-        mentions.extend(mentions_from_doc(doc, field))
+    for field, doc, *offset in field_docs:
+        mentions.extend(mentions_from_doc(doc, field, *offset))
     if places:
         mentions = relabel_places(mentions, places, place_label)
     return canonicalise(mentions)
 
 
-def mention_extractor(nlp) -> Callable[[Iterable[tuple[str, object]]], list[dict]]:
+def mention_extractor(nlp) -> Callable[[Iterable[tuple]], list[dict]]:
     """``article_mentions`` set up for a model: the place gazetteer, and GPE as
     the place label when the model has it (LOC for CoNLL/WikiNER-style models)."""
     place_label = "GPE" if "GPE" in nlp.pipe_labels.get("ner", ()) else "LOC"
     places = place_names()
     return lambda field_docs: article_mentions(field_docs, places, place_label)
+
+
+def _last_break(text: str, start: int, stop: int) -> int | None:
+    """Where the best cut in ``text[start:stop]`` is (just after its break), or None."""
+    # Searched in the reversed window: re has no backward search, and this
+    # stays linear in the window's size.
+    backwards = text[start:stop][::-1]
+    for pattern in _PIECE_BREAKS:
+        found = pattern.search(backwards)
+        if found:
+            return stop - found.start()
+    return None
+
+
+def text_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """``text`` as consecutive pieces of at most ``limit`` characters whose
+    concatenation is ``text``, each cut at the best break before the limit
+    (see "Long texts" above)."""
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    pieces = []
+    start = 0
+    while len(text) - start > limit:
+        cut = _last_break(text, start, start + limit) or start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 FIELDS = ("title", "text")
@@ -396,15 +459,23 @@ def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
     through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
     to the vocabulary are released when the batch is done (``release_strings``
     False skips that, only to measure what it saves)."""
-    texts = [article.get(field) or "" for article in articles for field in FIELDS]
+    limit = min(MAX_PIECE_CHARS, nlp.max_length)
+    pieces = [text_pieces(article.get(field) or "", limit) for article in articles for field in FIELDS]
     extract = mention_extractor(nlp)
     results = []
     # The model and its vocabulary are shared by every thread of the worker
     # process; a memory zone frees strings that another thread's Docs may use.
     with _PIPE_LOCK, nlp.memory_zone() if release_strings else nullcontext():
-        docs = iter(nlp.pipe(texts, batch_size=batch_size))
+        docs = iter(nlp.pipe((piece for field in pieces for piece in field), batch_size=batch_size))
+        fields = iter(pieces)
         for _article in articles:
-            results.append(extract([(field, next(docs)) for field in FIELDS]))
+            field_docs = []
+            for field in FIELDS:
+                offset = 0
+                for piece in next(fields):
+                    field_docs.append((field, next(docs), offset))
+                    offset += len(piece)
+            results.append(extract(field_docs))
     return results
 
 

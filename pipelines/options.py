@@ -64,8 +64,10 @@ class NewsbeamOptions(PipelineOptions):
                  "'*.expected.json' (test fixtures that describe expected output, as in seeds/).")
         group.add_argument(
             "--max-bytes", dest="max_bytes", type=int, default=10 * 1024 * 1024,
-            help="Reject an input file larger than this many bytes, counted after gzip decompression "
-                 "(default: 10 MiB).")
+            help="Reject an article larger than this many bytes, counted after decompression (default: "
+                 "10 MiB). For files holding many records (JSONL, a JSON array, CSV/TSV, Parquet, WARC) it "
+                 "bounds one record, and the file is read as a stream whatever its size; for .txt, .md, .html "
+                 "and a .json holding one object it bounds the whole file.")
         group.add_argument(
             "--min-words", dest="min_words", type=int, default=20,
             help="Reject an article whose clean text has fewer words (default: 20).")

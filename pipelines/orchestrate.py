@@ -318,6 +318,7 @@ def prepare(ns: argparse.Namespace, beam_args: list[str], empty_folder_ok: bool 
 
 
 WORK = "_work"
+WARC_SKIPPED = "read:warc_skipped_"  # counters ReadFileFn keeps per kind of WARC record that is no page
 PLAN_FILE = "plan.jsonl"
 DONE = "done"
 PART_DIGITS = 6
@@ -554,7 +555,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
 
     from pipelines.console import ProgressDisplay, start_line
     from pipelines.pipeline import WORK_DIRS
-    from pipelines.read import write_plan
+    from pipelines.read import split_ranges, write_plan
     from pipelines.state import read_text, write_atomic
 
     work = FileSystems.join(out_dir, WORK)
@@ -562,7 +563,8 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
     beam_args, asked = _single_process_args(prep.beam_args)
     _, nb = beam_options(beam_args, ns, 0)
     wanted = asked or default_workers()
-    parts = plan_parts(files, part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted))
+    # A big uncompressed JSONL file is byte ranges, each a unit parts are made of.
+    parts = plan_parts(split_ranges(files), part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted))
     names = [part_name(i) for i in range(len(parts))]
     key = resume_key(files, prep.ns)
     marker_dir = FileSystems.join(work, DONE)
@@ -693,7 +695,7 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
     import apache_beam as beam
 
     from pipelines.pipeline import SUMMARY_DIR, build_pipeline
-    from pipelines.read import write_plan
+    from pipelines.read import split_ranges, write_plan
     from pipelines.records import load_schemas
     from pipelines.state import _delete
 
@@ -712,7 +714,7 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
         workers = direct.get("direct_num_workers") if direct.get("direct_running_mode") == "multi_processing" else None
         _LOG.warning("%s", start_line(len(files), total_bytes, final_output, direct.get("runner"), workers))
         plan = FileSystems.join(work, PLAN_FILE)
-        write_plan(files, plan)
+        write_plan(split_ranges(files), plan)
         schemas = load_schemas()
         p = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(p, plan, nb, schemas, state_in=state_in, state_out=state_out)
@@ -726,6 +728,11 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
     summary = build_summary(tallies, top, len(files))
     if prep.skipped:
         summary["inputs"]["skipped"] = prep.skipped
+    warc_skipped = {k[len(WARC_SKIPPED):]: v for k, v in counters.items() if k.startswith(WARC_SKIPPED) and v}
+    if warc_skipped:
+        # WARC records that are no HTML page (requests, metadata, images...): not
+        # articles, so not in inputs.records, but counted rather than lost.
+        summary["inputs"]["warc_records_skipped"] = {"total": sum(warc_skipped.values()), **warc_skipped}
     timings = {"wall_seconds": round(time.time() - started, 3),
                "pipeline_seconds": round(pipeline_seconds, 3),
                "stage_seconds": stages}

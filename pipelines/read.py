@@ -1,22 +1,35 @@
-"""Read stage: input files -> raw article records (or rejected records).
+"""Read stage: planned inputs -> raw article records (or rejected records).
 
-The pure core (``decode_bytes``, ``parse_payload``) turns the bytes of one file
-into records; the Beam part only opens files through ``FileSystems`` so the same
-code reads local paths, ``gs://``, ``s3://`` and ``hdfs://``.
+The launcher plans files (``pipelines.plan``) and cuts big uncompressed JSONL
+files into byte ranges (``split_ranges``); ``read_unit`` turns one planned
+unit into records, one record in memory at a time for files of many records
+(JSONL, JSON arrays, CSV/TSV, Parquet, WARC), the whole file for one-article
+formats (text, HTML, a single JSON object); gzip, bzip2 and zstd are
+decompressed in bounded steps (``DecompressingReader``). Files are opened
+through ``FileSystems`` so the same code reads local paths, ``gs://``,
+``s3://`` and ``hdfs://``; ``parse_payload`` is the same core over bytes.
 
-A raw article is a dict with ``id``, ``source``, ``format`` ('text', 'json' or
-'html'), ``title``, ``text`` (the body, or the whole page for HTML), ``author``,
-``published`` (as written in the source), ``url`` and ``language_hint``.
+A raw article is a dict with ``id``, ``source``, ``format`` ('text', 'json',
+'csv', 'parquet' or 'html'), ``title``, ``text`` (the body, or the whole page
+for HTML), ``author``, ``published`` (as written in the source), ``url`` and
+``language_hint``; pages from a WARC file add ``crawled``. WARC records that
+are no page come out as ``{"skipped": kind}`` markers, which ReadFileFn
+counts.
 """
 
 from __future__ import annotations
 
-import gzip
+import bz2
+import codecs
+import collections
+import csv
+import datetime
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -26,6 +39,8 @@ from pipelines.records import rejected, sha256_hex, tag_rejected
 
 __all__ = [
     "InputFile",
+    "split_ranges",
+    "read_unit",
     "PlannedInputs",
     "ReadArticles",
     "read_plan",
@@ -46,6 +61,15 @@ TEXT_SUFFIXES = (".txt", ".md")
 JSON_SUFFIXES = (".json",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 HTML_SUFFIXES = (".html", ".htm")
+CSV_SUFFIXES = (".csv",)
+TSV_SUFFIXES = (".tsv",)
+PARQUET_SUFFIXES = (".parquet",)
+WARC_SUFFIXES = (".warc", ".arc")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd"}
+# Formats whose one file is one article: --max-bytes bounds the whole file.
+WHOLE_FILE_FORMATS = ("text", "html", "json")
+SUPPORTED = (".txt .md .json .jsonl .ndjson .html .htm .csv .tsv .warc .arc (each optionally .gz .bz2 .zst), "
+             ".parquet")
 
 TITLE_FIELDS = ("title", "headline")
 TEXT_FIELDS = ("text", "body", "content", "article", "articleBody")
@@ -64,34 +88,90 @@ RAW_LIMIT = 64 * 1024
 # Bytes sniffed for NUL characters: binary formats (images, PDFs, archives)
 # show one almost at once, text in UTF-8 or a legacy 8-bit code page never.
 BINARY_SNIFF_BYTES = 8192
+# Past --max-bytes of output, a compressed stream may not grow beyond this
+# many times the compressed bytes read so far (TooLarge: a bomb), so a bomb
+# stops after inflating a bounded multiple of its size even in a stream read
+# record by record. News compresses 3-4x (BBC JSONL: gzip 2.8x, bzip2 3.8x,
+# zstd 3.1x); the same articles 20 times over stay at 2.8x and 3.8x in gzip
+# and bzip2 (small windows) but reach 74x with zstd -19 (8 MiB window); bombs
+# reach 1,000x (gzip) and 100,000x or more (bzip2, zstd).
+MAX_COMPRESSION_RATIO = {"gzip": 100, "bzip2": 100, "zstd": 1000}
+# zstd has no output bound per call: feeding it this little input at a time
+# bounds one call's output (at most ~256 blocks of 128 KiB).
+ZSTD_FEED = 1024
+READ_CHUNK = 1 << 16
+# Rows decoded from Parquet at a time: bounds memory whatever the row group size.
+PARQUET_BATCH_ROWS = 256
+# Uncompressed JSONL files above this are read as byte ranges of about this
+# size, each a unit of work of its own (Beam's text sources split at 64 MiB too).
+RANGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One matched input file, as planned by the launcher."""
+    """One unit of reading, as planned by the launcher: a whole file, or the
+    byte range [start, end) of an uncompressed JSONL file (the lines that
+    start in it)."""
 
     path: str  # what FileSystems opens
     source: str  # the path as the user gave it (reported in every record)
     key: str  # path relative to the input root: the machine-independent part of ids
-    size: int = -1
+    size: int = -1  # bytes this unit reads (the file, or end - start): what a chunk of work weighs
     mtime: float = -1.0  # last modification time (seconds) when planned: incremental runs compare it
+    start: int = 0  # first byte of the range
+    end: int = -1  # end of the range (exclusive); -1: the end of the file
+    file_size: int = -1  # size of the whole file (equal to size unless the file is split)
+
+    @property
+    def is_range(self) -> bool:
+        return self.start > 0 or self.end >= 0
 
 
-def format_of(path: str) -> tuple[str | None, bool]:
-    """('text'|'json'|'jsonl'|'html'|None, gzipped) from a file name."""
+def split_ranges(files: Iterable[InputFile], range_bytes: int | None = None) -> list[InputFile]:
+    """The planned files with every uncompressed JSONL file of more than
+    ``range_bytes`` cut into byte ranges of about that size (the lines that
+    start in each), so that one big dump is read by every worker; other files
+    as they are. The cut depends only on the file's size, so every attempt
+    of a run cuts alike."""
+    range_bytes = RANGE_BYTES if range_bytes is None else range_bytes
+    if range_bytes <= 0:
+        raise ValueError("range_bytes must be positive")
+    out: list[InputFile] = []
+    for item in files:
+        if item.is_range or item.size <= range_bytes or format_of(item.path) != ("jsonl", None):
+            out.append(item)
+            continue
+        count = -(-item.size // range_bytes)
+        bounds = [item.size * i // count for i in range(count + 1)]
+        out.extend(replace(item, start=lo, end=hi, size=hi - lo, file_size=item.size)
+                   for lo, hi in zip(bounds, bounds[1:]))
+    return out
+
+
+def format_of(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name: format one of 'text', 'json',
+    'jsonl', 'html', 'csv', 'tsv', 'parquet', 'warc' or None; compression
+    'gzip', 'bzip2', 'zstd' or None."""
     name = path.lower()
-    gz = name.endswith(".gz")
-    if gz:
-        name = name[:-3]
+    compression = None
+    for suffix, kind in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression, name = kind, name[: -len(suffix)]
+            break
     for suffixes, fmt in (
         (TEXT_SUFFIXES, "text"),
         (JSON_SUFFIXES, "json"),
         (JSONL_SUFFIXES, "jsonl"),
         (HTML_SUFFIXES, "html"),
+        (CSV_SUFFIXES, "csv"),
+        (TSV_SUFFIXES, "tsv"),
+        (WARC_SUFFIXES, "warc"),
     ):
         if name.endswith(suffixes):
-            return fmt, gz
-    return None, gz
+            return fmt, compression
+    if name.endswith(PARQUET_SUFFIXES) and compression is None:
+        return "parquet", None  # compressed inside already
+    return None, compression
 
 
 def article_id(key: str, record_no: int, payload: bytes | str) -> str:
@@ -108,44 +188,170 @@ class TooLarge(Exception):
     pass
 
 
-def read_limited(stream, max_bytes: int, gzipped: bool) -> bytes:
+class Truncated(EOFError):
+    pass
+
+
+class _Counting(io.RawIOBase):
+    """A raw stream that counts the bytes read from it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.count = 0
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        data = self._stream.read(n)
+        self.count += len(data)
+        return data
+
+    def seekable(self):
+        return self._stream.seekable()
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._stream.seek(offset, whence)
+
+    def tell(self):
+        return self._stream.tell()
+
+
+def _decompressor(compression: str):
+    if compression == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if compression == "bzip2":
+        return bz2.BZ2Decompressor()
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+class DecompressingReader(io.RawIOBase):
+    """Decompress ``stream`` (gzip, bzip2 or zstd; concatenated members or
+    frames included) in bounded steps.
+
+    Output is produced at most a chunk at a time, so nothing is ever inflated
+    whole; past ``floor`` bytes of output it must stay within
+    MAX_COMPRESSION_RATIO (by compression) times the compressed input read (TooLarge
+    otherwise: a decompression bomb). A stream that ends inside a member is
+    Truncated. Such an error (and a corrupt stream's) first ends the output
+    as if the stream ended, so that all that decompressed before it reaches
+    the reader (a buffered reader drops what it holds when its raw stream
+    raises), and is raised by ``check()`` once the reader is done.
+    """
+
+    def __init__(self, stream, compression: str, floor: int, ratio: int | None = None):
+        self._source = _Counting(stream)
+        self._compression = compression
+        self._decompressor = _decompressor(compression)
+        self._floor = floor
+        self._ratio = ratio or MAX_COMPRESSION_RATIO[compression]
+        self._pending = b""  # compressed input not yet given to the decompressor
+        self._out = b""
+        self._at = 0  # how much of _out was handed out
+        self.error: Exception | None = None
+        self._started = False  # inside a member: EOF now is a truncation
+        self._source_done = False
+        self.produced = 0
+
+    def readable(self):
+        return True
+
+    def _check(self):
+        if self.produced > self._floor and self.produced > self._ratio * max(self._source.count, 1):
+            raise TooLarge(
+                f"{self._compression} stream decompresses to more than {self._ratio}x its compressed size "
+                f"after {self.produced} bytes: a decompression bomb")
+
+    def _next_input(self) -> bytes | None:
+        """Compressed bytes for the next call; None at the end of the stream."""
+        d = self._decompressor
+        if self._compression == "gzip" and d.unconsumed_tail:
+            return d.unconsumed_tail
+        if self._compression == "bzip2" and self._started and not d.needs_input:
+            return b""  # bzip2 holds more output for the input it has
+        if not self._pending and not self._source_done:
+            self._pending = self._source.read(READ_CHUNK)
+            self._source_done = not self._pending
+        while not self._started and self._pending and not self._pending.strip(b"\x00"):
+            # NUL padding after the last member (tape-style gzip) is no new member.
+            self._pending = self._source.read(READ_CHUNK)
+            self._source_done = not self._pending
+        if not self._pending:
+            if self._started:
+                raise Truncated(f"{self._compression} stream ends early (truncated file)")
+            return None
+        limit = ZSTD_FEED if self._compression == "zstd" else len(self._pending)
+        data, self._pending = self._pending[:limit], self._pending[limit:]
+        return data
+
+    def _step(self) -> bool:
+        """Produce some output; False at the end of the stream."""
+        data = self._next_input()
+        if data is None:
+            return False
+        d = self._decompressor
+        self._started = True
+        out = d.decompress(data) if self._compression == "zstd" else d.decompress(data, READ_CHUNK)
+        self.produced += len(out)
+        self._out += out
+        self._check()
+        if d.eof:
+            # Concatenated members (gzip) and frames (zstd, bzip2) continue the stream.
+            self._pending = d.unused_data + self._pending
+            self._decompressor = _decompressor(self._compression)
+            self._started = False
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._at >= len(self._out):
+            self._out, self._at = b"", 0
+            if self.error is not None:
+                return 0
+            try:
+                if not self._step():
+                    return 0
+            except TooLarge:
+                raise
+            except Exception as e:  # truncated or corrupt: said by check(), after what came before
+                self.error = e
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def check(self) -> None:
+        """Raise the error that ended the stream early, if one did."""
+        if self.error is not None:
+            raise self.error
+
+
+def open_decompressed(stream, compression: str | None, floor: int):
+    """(a buffered binary stream of the decompressed content, a function that
+    raises if decompression ended early); ``stream`` itself when uncompressed."""
+    if compression is None:
+        return stream, lambda: None
+    reader = DecompressingReader(stream, compression, floor)
+    return io.BufferedReader(reader, buffer_size=READ_CHUNK), reader.check
+
+
+def read_limited(stream, max_bytes: int, compression: str | None = None) -> bytes:
     """Read at most ``max_bytes`` (after decompression), raising TooLarge past it.
 
-    Decompressing in bounded chunks is what keeps a gzip bomb from allocating
-    its full expanded size.
+    Decompressing in bounded chunks is what keeps a bomb from allocating its
+    full expanded size.
     """
-    if not gzipped:
-        data = stream.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise TooLarge(f"larger than --max-bytes={max_bytes}")
-        return data
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = io.BytesIO()
-    member_open = False  # a member's bytes were fed but its end not reached yet
-    while True:
-        chunk = stream.read(1 << 16)
-        if not chunk:
-            break
-        member_open = True
-        while chunk:
-            out.write(decompressor.decompress(chunk, max_bytes + 1 - out.tell()))
-            if out.tell() > max_bytes:
-                raise TooLarge(f"larger than --max-bytes={max_bytes} after gzip decompression")
-            chunk = decompressor.unconsumed_tail
-        if decompressor.eof:
-            # Concatenated gzip members are valid gzip: continue with the rest.
-            rest = decompressor.unused_data
-            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            member_open = bool(rest)
-            if rest:
-                out.write(decompressor.decompress(rest, max_bytes + 1 - out.tell()))
-                if out.tell() > max_bytes:
-                    raise TooLarge(f"larger than --max-bytes={max_bytes} after gzip decompression")
-    if member_open and not decompressor.eof:
-        # zlib hands out what it could decompress of a cut file without a
-        # word: that would be a truncated article, so say it (as gzip does).
-        raise EOFError("gzip file is truncated (ends before its end-of-stream marker)")
-    return out.getvalue()
+    decompressed, check = open_decompressed(stream, compression, max_bytes)
+    data = decompressed.read(max_bytes + 1)
+    if len(data) <= max_bytes:
+        check()
+    if len(data) > max_bytes:
+        after = f" after {compression} decompression" if compression else ""
+        raise TooLarge(f"larger than --max-bytes={max_bytes}{after}")
+    return data
 
 
 def looks_binary(data: bytes) -> bool:
@@ -312,12 +518,15 @@ def _raw(payload: bytes | str) -> str:
     return payload
 
 
-def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]:
-    """Records from one file's (decompressed) bytes.
+def _record(source: str, key: str, position: int, payload: bytes | str, fmt: str, text: str, **fields) -> dict:
+    record = {"id": article_id(key, position, payload), "source": source, "format": fmt, "title": None,
+              "text": text, "author": None, "published": None, "url": None, "language_hint": None}
+    record.update(fields)
+    return record
 
-    Yields raw articles and rejected records; the two are told apart by the
-    ``reason`` key, which only rejected records have.
-    """
+
+def _parse_whole(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]:
+    """The one article of a text, HTML or single-object JSON file."""
     if not data.strip():
         yield rejected(source, STAGE, "empty", "file is empty or only whitespace")
         return
@@ -336,17 +545,9 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
         if not body.strip():
             yield rejected(source, STAGE, "no_text", "file has a title line but no body", text)
             return
-        yield {
-            "id": article_id(key, 0, data), "source": source, "format": "text",
-            "title": title, "text": body, "author": None, "published": None,
-            "url": None, "language_hint": None,
-        }
+        yield _record(source, key, 0, data, "text", body, title=title)
     elif fmt == "html":
-        yield {
-            "id": article_id(key, 0, data), "source": source, "format": "html",
-            "title": None, "text": text, "author": None, "published": None,
-            "url": None, "language_hint": None,
-        }
+        yield _record(source, key, 0, data, "html", text)
     elif fmt == "json":
         try:
             obj = parse_json(text)
@@ -357,26 +558,557 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
             yield rejected(source, STAGE, "invalid_json", f"not valid JSON: {e}", text)
             return
         yield _from_json_object(obj, source, key, 0, data)
-    elif fmt == "jsonl":
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue  # blank separator lines are not records
-            line_source = f"{source}#{line_no}"
+    else:
+        raise ValueError(f"{fmt!r} is not a one-article format")
+
+
+def _starts_array(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _peek(stream, n: int = BINARY_SNIFF_BYTES) -> bytes:
+    return stream.peek(n)[:n]
+
+
+def _skip_line(stream) -> int:
+    """Read through the end of the current line without keeping it; bytes read."""
+    skipped = 0
+    while True:
+        piece = stream.readline(READ_CHUNK)
+        skipped += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return skipped
+
+
+def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, end: int = -1) -> Iterator[dict]:
+    """Records of the JSON lines that start in [start, end) of ``stream`` (a
+    buffered binary stream, seekable when ``start`` > 0), one line in memory
+    at a time. A line is named ``path@BYTE`` (the offset of its first byte in
+    the file, decompressed) and its id derives from that offset, so both are
+    the same whether the file is read whole or in ranges, in parts or not."""
+    if start > 0:
+        # The file's first bytes decide whether it is binary for every range alike.
+        stream.seek(0)
+        binary = looks_binary(_peek(stream))
+        if binary:
+            return  # the range at 0 rejects the file once
+        # As in Beam's text source: the line that straddles ``start`` belongs to the range before.
+        stream.seek(start - 1)
+        pos = start - 1 + _skip_line(stream)
+    else:
+        pos = 0
+        if looks_binary(_peek(stream)):
+            yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not JSON lines",
+                           repr(_peek(stream, 200)))
+            return
+    any_line = False
+    while end < 0 or pos < end:
+        line = stream.readline(max_bytes + 1)
+        if not line:
+            break
+        line_pos = pos
+        pos += len(line)
+        line_source = f"{source}@{line_pos}"
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            pos += _skip_line(stream)
+            any_line = True
+            yield rejected(line_source, STAGE, "too_large", f"line longer than --max-bytes={max_bytes}",
+                           _raw(line[:RAW_LIMIT]))
+            continue
+        text = decode_bytes(line)[0].rstrip("\r\n")
+        if not text.strip():
+            continue  # blank separator lines (also a lone BOM or Unicode spaces) are not records
+        any_line = True
+        where = f"line at byte {line_pos}"
+        try:
+            obj = parse_json(text)
+        except JsonTooDeep as e:
+            yield rejected(line_source, STAGE, "too_deep", f"{where}: JSON {e}", text[:RAW_LIMIT])
+            continue
+        except ValueError as e:
+            yield rejected(line_source, STAGE, "invalid_json", f"{where} is not valid JSON: {e}", text)
+            continue
+        yield _from_json_object(obj, line_source, key, line_pos, text)
+    if start == 0 and end < 0 and not any_line:
+        yield rejected(source, STAGE, "empty", "file is empty or holds only whitespace lines")
+
+
+_SKIPPED = object()
+_STRING_STOP = re.compile(r'["\\]')
+_VALUE_STOP = re.compile(r'["{}\[\]]')
+
+
+def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
+    """Records of a JSON array of articles, one element in memory at a time
+    (``path#N``, N from 1). ``json.JSONDecoder.raw_decode`` parses each
+    element as soon as it is complete, with the same guards as parse_json.
+    (ijson's C backend, the usual choice, crashes the process on a number of
+    5,000 digits: a worker must survive any input.)"""
+    decoder = json.JSONDecoder(parse_int=_parse_int)
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    buf, i, eof = "", 0, False
+
+    def fill(want: int) -> bool:
+        nonlocal buf, i, eof
+        if eof:
+            return False
+        data = stream.read(want)
+        eof = not data
+        buf = buf[i:] + utf8.decode(data, final=eof)
+        i = 0
+        return not eof or bool(buf)
+
+    def skip_ws() -> str:
+        nonlocal i
+        while True:
+            while i < len(buf) and buf[i] in " \t\r\n\ufeff":
+                i += 1
+            if i < len(buf):
+                return buf[i]
+            if not fill(READ_CHUNK):
+                return ""
+
+    def skip_value() -> bool:
+        """Move past the object, array or string at ``i`` without keeping it
+        (an element over --max-bytes); False when it does not end."""
+        nonlocal buf, i
+        if buf[i] not in "{[\"":
+            return False
+        depth, in_string = 0, False
+        while True:
+            match = (_STRING_STOP if in_string else _VALUE_STOP).search(buf, i)
+            if match is None:
+                i = len(buf)
+                if not fill(READ_CHUNK):
+                    return False
+                continue
+            c, i = match.group(), match.end()
+            if in_string:
+                if c == "\\":
+                    if i >= len(buf) and not fill(READ_CHUNK):
+                        return False
+                    i += 1
+                else:
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c in "{[":
+                depth += 1
+            else:
+                depth -= 1
+            if depth == 0 and not in_string:
+                return True
+
+    if looks_binary(_peek(stream)):
+        yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not JSON", repr(_peek(stream, 200)))
+        return
+    skip_ws()
+    i += 1  # the '[' (the caller checked)
+    n = 0
+    while True:
+        c = skip_ws()
+        if c == "]" and n == 0:
+            return
+        if not c:
+            yield rejected(f"{source}#{n + 1}", STAGE, "invalid_json", f"array ends early after element {n}")
+            return
+        n += 1
+        element_source = f"{source}#{n}"
+        want = READ_CHUNK
+        while True:
             try:
-                obj = parse_json(line)
-            except JsonTooDeep as e:
-                yield rejected(line_source, STAGE, "too_deep", f"line {line_no}: JSON {e}", line[:RAW_LIMIT])
-                continue
+                obj, j = decoder.raw_decode(buf, i)
+                break
+            except RecursionError:
+                yield rejected(element_source, STAGE, "too_deep",
+                               f"element {n}: JSON nested deeper than {MAX_JSON_DEPTH} levels; the rest of the "
+                               "array is not read", buf[i:i + RAW_LIMIT])
+                return
             except ValueError as e:
-                yield rejected(line_source, STAGE, "invalid_json", f"line {line_no} is not valid JSON: {e}", line)
+                if len(buf) - i > max_bytes:
+                    raw = buf[i:i + RAW_LIMIT]
+                    if not skip_value():
+                        yield rejected(element_source, STAGE, "too_large",
+                                       f"element {n} is larger than --max-bytes={max_bytes} and does not end; "
+                                       "the rest of the array is not read", raw)
+                        return
+                    obj = _SKIPPED
+                    break
+                if not fill(want):  # the element cannot be completed: invalid, not just unfinished
+                    yield rejected(element_source, STAGE, "invalid_json",
+                                   f"element {n} is not valid JSON: {e}; the rest of the array is not read",
+                                   buf[i:i + RAW_LIMIT])
+                    return
+                want *= 2  # geometric reads keep re-parsing a large element cheap
+        if obj is _SKIPPED:  # skipped whole, never in memory
+            yield rejected(element_source, STAGE, "too_large",
+                           f"element {n} is larger than --max-bytes={max_bytes}", raw)
+            text = ""
+        else:
+            text = buf[i:j]
+            i = j
+        if obj is _SKIPPED:
+            pass
+        elif json_depth(obj) > MAX_JSON_DEPTH:
+            yield rejected(element_source, STAGE, "too_deep",
+                           f"element {n}: JSON nested deeper than {MAX_JSON_DEPTH} levels", text[:RAW_LIMIT])
+        elif len(text) > max_bytes:
+            yield rejected(element_source, STAGE, "too_large",
+                           f"element {n} is larger than --max-bytes={max_bytes}", text[:RAW_LIMIT])
+        else:
+            yield _from_json_object(obj, element_source, key, n, text)
+        c = skip_ws()
+        if c == ",":
+            i += 1
+        elif c == "]":
+            return
+        else:
+            yield rejected(f"{source}#{n + 1}", STAGE, "invalid_json",
+                           f"expected ',' or ']' after element {n}, found {c or 'the end of the file'!r}; "
+                           "the rest of the array is not read", buf[i:i + 200])
+            return
+
+
+def _sniff_encoding(head: bytes) -> str:
+    """The encoding of a stream from its first bytes (decode_bytes' choice, for streams)."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        return decode_bytes(head)[1]
+
+
+class _RecordTooLarge(Exception):
+    pass
+
+
+def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ",") -> Iterator[dict]:
+    """Records of a CSV/TSV file with a header row (``path#N``, N the data
+    row from 1), quoted multi-line fields included, one record in memory at a
+    time. A record the csv module cannot parse (an unclosed quote, text after
+    a closing quote) or longer than --max-bytes is rejected with its first
+    line, and reading resumes on the line after that: a broken quote costs
+    one row, not the rest of the file."""
+    head = _peek(stream, READ_CHUNK)
+    if not head.strip():
+        yield rejected(source, STAGE, "empty", "file is empty or only whitespace")
+        return
+    if looks_binary(head):
+        yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not CSV", repr(head[:200]))
+        return
+    text = io.TextIOWrapper(stream, encoding=_sniff_encoding(head), errors="replace", newline="")
+    # The csv module's own limit is 128 KiB per field; records are bounded below instead.
+    csv.field_size_limit(max(csv.field_size_limit(), max_bytes + 1))
+
+    def physical_lines():
+        while True:
+            piece = text.readline(max_bytes + 1)
+            if not piece:
+                return
+            if len(piece) > max_bytes and not piece.endswith(("\n", "\r")):
+                # Drop the rest of an over-long line, so that it is one rejection, not many.
+                while (rest := text.readline(READ_CHUNK)) and not rest.endswith(("\n", "\r")):
+                    pass
+            yield piece
+
+    lines = physical_lines()
+    pending: collections.deque[str] = collections.deque()
+    header: list[str] | None = None
+    n = 0
+    while True:
+        consumed: list[str] = []
+
+        def feed(consumed: list[str]):
+            size = 0
+            while True:
+                line = pending.popleft() if pending else next(lines, None)
+                if line is None:
+                    return
+                consumed.append(line)
+                size += len(line)
+                if size > max_bytes:
+                    raise _RecordTooLarge
+                yield line
+
+        reader = csv.reader(feed(consumed), delimiter=delimiter, strict=True)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except (csv.Error, _RecordTooLarge) as e:
+            n += header is not None
+            reason, detail = (("too_large", f"record longer than --max-bytes={max_bytes}")
+                              if isinstance(e, _RecordTooLarge) else ("invalid_csv", f"cannot parse the record: {e}"))
+            if header is None:
+                yield rejected(source, STAGE, reason, f"header row: {detail}",
+                               consumed[0][:RAW_LIMIT] if consumed else None)
+                return
+            pending.extendleft(reversed(consumed[1:]))
+            yield rejected(f"{source}#{n}", STAGE, reason, f"row {n}: {detail}; reading resumes on its next line",
+                           consumed[0][:RAW_LIMIT] if consumed else None)
+            continue
+        if not row or not any(cell.strip() for cell in row):
+            continue  # blank lines separate nothing in CSV
+        if header is None:
+            header = [h.strip().lstrip("\ufeff") for h in row]
+            continue
+        n += 1
+        raw = "".join(consumed)
+        obj = {name: value for name, value in zip(header, row) if name}
+        record = _from_json_object(obj, f"{source}#{n}", key, n, raw)
+        if "reason" in record:
+            record["raw"] = raw[:RAW_LIMIT]
+        else:
+            record["format"] = "csv"
+        yield record
+    if header is None:
+        yield rejected(source, STAGE, "empty", "file has no header row")
+
+
+def _json_value(value):
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return decode_bytes(value)[0]
+    return str(value)
+
+
+def iter_parquet(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
+    """Records of a Parquet file, one per row (``path#N``, N from 1), read a
+    batch of one row group at a time with pyarrow (a Beam dependency)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(stream)
+    n = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            n += 1
+            row = {k: (_json_value(v) if isinstance(v, (datetime.datetime, datetime.date, bytes)) else v)
+                   for k, v in row.items()}
+            payload = json.dumps(row, ensure_ascii=False, sort_keys=True, default=_json_value)
+            row_source = f"{source}#{n}"
+            if len(payload) > max_bytes:
+                yield rejected(row_source, STAGE, "too_large", f"row {n} is larger than --max-bytes={max_bytes}",
+                               payload[:RAW_LIMIT])
                 continue
-            yield _from_json_object(obj, line_source, key, line_no, line)
+            record = _from_json_object(row, row_source, key, n, payload)
+            if "reason" not in record:
+                record["format"] = "parquet"
+            yield record
+
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _counter_name(kind: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or "unknown"
+
+
+def _decode_html(payload: bytes, charset: str | None) -> str:
+    """The page's text: the HTTP charset when it decodes the page, else decode_bytes."""
+    if charset and not payload.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return payload.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return decode_bytes(payload)[0]
+
+
+def _warc_page(record, max_bytes: int) -> tuple[str, tuple]:
+    """What one WARC record is: ("skipped", (kind,)), ("rejected", (reason,
+    detail, raw)) or ("page", (payload, text, url, crawled))."""
+    kind = record.rec_type or "unknown"
+    if kind != "response":
+        return "skipped", (_counter_name(kind),)
+    http = record.http_headers
+    if http is None:
+        return "skipped", ("response_not_http",)
+    status = http.get_statuscode() or ""
+    if not status.startswith("2"):
+        return "skipped", (f"response_status_{status[:1] if status[:1].isdigit() else 'none'}xx",)
+    content_type = (http.get_header("Content-Type") or "").lower()
+    mime = content_type.split(";")[0].strip()
+    if mime not in _HTML_TYPES:
+        return "skipped", ("response_" + _counter_name(mime.split("/")[0] or "none"),)
+    try:
+        payload = record.content_stream().read(max_bytes + 1)
+    except Exception as e:  # a broken chunked or gzip body: this record only
+        return "rejected", ("unreadable", f"cannot decode the record's HTTP body: {type(e).__name__}: {e}", None)
+    if len(payload) > max_bytes:
+        return "rejected", ("too_large", f"page larger than --max-bytes={max_bytes}", None)
+    if not payload.strip():
+        return "rejected", ("empty", "response record with an empty body", None)
+    if looks_binary(payload):
+        return "rejected", ("binary", "HTML response whose body looks binary (NUL bytes)", repr(payload[:200]))
+    match = re.search(r"charset=[\"']?([\w.:-]+)", content_type)
+    return "page", (payload, _decode_html(payload, match and match.group(1)),
+                    record.rec_headers.get_header("WARC-Target-URI"), record.rec_headers.get_header("WARC-Date"))
+
+
+def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
+    """Records of a WARC (or ARC) file: every HTTP ``response`` record with
+    an HTML content type is a page (``path@BYTE``, the record's offset in the
+    uncompressed file) for the HTML path of the clean stage; ``url`` is
+    WARC-Target-URI, ``crawled`` the WARC-Date, and ``published`` is left to
+    the page's own metadata (the crawl date is not the publication date).
+    Every other record yields ``{"skipped": kind}`` so that it is counted,
+    never lost silently. warcio reads it (chosen over FastWARC by
+    scripts/bench_warc.py: both parse far faster than the HTML stage extracts,
+    and warcio also reads ARC and writes the WARCs the tests build)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    base = 0  # where the current iterator started in the stream
+    while True:
+        # warcio's offsets are the stream's own (tell()) when it can seek, so they stay right after a resync.
+        records = ArchiveIterator(stream, arc2warc=True)
+        last_end = base
+        try:
+            for record in records:
+                try:
+                    what, value = _warc_page(record, max_bytes)
+                except Exception as e:  # headers warcio parsed but that we cannot use: this record only
+                    what, value = "rejected", ("unreadable", f"cannot read the WARC record: {type(e).__name__}: {e}",
+                                               None)
+                # Only now: warcio reads the record to its end to know where it starts.
+                offset = records.get_record_offset()
+                last_end = offset + records.get_record_length()
+                page_source = f"{source}@{offset}"
+                missing = getattr(record.raw_stream, "limit", 0) or 0
+                if missing > 0:  # warcio hands out a cut record as if it were whole
+                    yield rejected(page_source, STAGE, "unreadable",
+                                   f"WARC record cut short ({missing} bytes of its Content-Length missing: "
+                                   "the file is truncated)")
+                elif what == "skipped":
+                    yield {"skipped": value[0], "source": page_source}
+                elif what == "rejected":
+                    yield rejected(page_source, STAGE, *value)
+                else:
+                    payload, text, url, crawled = value
+                    yield _record(page_source, key, offset, payload, "html", text, url=url, crawled=crawled)
+            return
+        except (TooLarge, EOFError):
+            raise
+        except Exception as e:  # warcio's ArchiveLoadFailed: no WARC record where one should start
+            seekable = getattr(stream, "seekable", lambda: False)()
+            if not seekable:
+                raise
+            # The record at last_end may be whole (a bad one before it broke the
+            # framing): try it, unless reading already failed right there.
+            resume = _next_warc_record(stream, last_end if last_end > base else base + 1)
+            where = f"bytes {last_end} to {resume}" if resume is not None else f"from byte {last_end} to the end"
+            yield rejected(f"{source}@{last_end}", STAGE, "unreadable",
+                           f"{where} hold no readable WARC record ({type(e).__name__}: {str(e)[:200]})"
+                           + ("; reading resumes at the next record" if resume is not None else ""))
+            if resume is None:
+                return
+            stream.seek(resume)
+            base = resume
+
+
+def _next_warc_record(stream, start: int) -> int | None:
+    """The offset of the next line starting 'WARC/1.' at or after ``start`` in a seekable stream."""
+    marker = b"\nWARC/1."
+    stream.seek(start - 1)
+    pos, tail = start - 1, b""
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            return None
+        data = tail + chunk
+        found = data.find(marker)
+        if found >= 0:
+            return pos - len(tail) + found + 1
+        tail = data[-(len(marker) - 1):]
+        pos += len(chunk)
+
+
+def iter_records(stream, source: str, key: str, fmt: str, max_bytes: int) -> Iterator[dict]:
+    """Records of one (decompressed, buffered) multi-record stream."""
+    if fmt == "jsonl":
+        yield from iter_jsonl(stream, source, key, max_bytes)
+    elif fmt == "json":
+        yield from iter_json_array(stream, source, key, max_bytes)
+    elif fmt in ("csv", "tsv"):
+        yield from iter_csv(stream, source, key, max_bytes, "\t" if fmt == "tsv" else ",")
+    elif fmt == "warc":
+        yield from iter_warc(stream, source, key, max_bytes)
     else:
         raise ValueError(f"unknown format {fmt!r}")
 
 
+def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]:
+    """Records from one file's (decompressed) bytes, in any format but Parquet.
+
+    Yields raw articles and rejected records, told apart by the ``reason``
+    key, which only rejected records have (and, from WARC files,
+    ``{"skipped": kind}`` for records that are no page).
+    """
+    if fmt in ("text", "html") or (fmt == "json" and not _starts_array(data[:READ_CHUNK])):
+        yield from _parse_whole(data, source, key, fmt)
+        return
+    yield from iter_records(io.BufferedReader(io.BytesIO(data)), source, key, fmt, max(len(data), 1))
+
+
+def _buffered(stream):
+    return stream if hasattr(stream, "peek") else io.BufferedReader(_Counting(stream), buffer_size=READ_CHUNK)
+
+
+def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
+    """Every record of one planned unit (a file or a byte range of one):
+    articles, rejected records and WARC ``skipped`` markers. Whatever happens
+    to the file (unreadable, truncated, a bomb), the records before are kept
+    and the failure is one rejected record."""
+    fmt, compression = format_of(item.path)
+    if fmt is None:
+        yield rejected(item.source, STAGE, "unsupported_format", f"not a supported article file ({SUPPORTED})")
+        return
+    source = f"{item.source}@{item.start}" if item.start > 0 else item.source
+    done = 0
+    try:
+        with FileSystems.open(item.path, compression_type="uncompressed") as raw:
+            if fmt == "parquet":
+                records = iter_parquet(raw, item.source, item.key, max_bytes)
+            elif fmt == "jsonl" and item.is_range:
+                records = iter_jsonl(_buffered(raw), item.source, item.key, max_bytes, item.start, item.end)
+            else:
+                decompressed, check = open_decompressed(raw, compression, max_bytes)
+                stream = _buffered(decompressed)
+                if fmt in ("text", "html") or (fmt == "json" and not _starts_array(_peek(stream, READ_CHUNK))):
+                    records = _parse_whole(read_limited(stream, max_bytes), item.source, item.key, fmt)
+                    check()
+                else:
+                    records = iter_records(stream, item.source, item.key, fmt, max_bytes)
+            for record in records:
+                done += 1
+                yield record
+            if fmt != "parquet" and not item.is_range:
+                check()
+    except TooLarge as e:
+        yield rejected(source, STAGE, "too_large", _after(str(e), done))
+    except EOFError as e:  # Truncated among them: what was read is kept, the cut is said
+        yield rejected(source, STAGE, "unreadable", _after(f"file is truncated: {e}", done))
+    except Exception as e:  # OSError, zlib/bz2/zstd errors, ArrowInvalid, warcio's ArchiveLoadFailed, BeamIOError
+        yield rejected(source, STAGE, "unreadable", _after(f"cannot read: {type(e).__name__}: {e}", done))
+
+
+def _after(detail: str, done: int) -> str:
+    return f"{detail} (after {done} records, which are kept)" if done else detail
+
+
+def _as_input(element) -> InputFile:
+    if isinstance(element, InputFile):
+        return element
+    return InputFile(**{k: v for k, v in dict(element).items() if k in _INPUT_FIELDS})
+
+
 class ReadFileFn(beam.DoFn):
-    """Open one planned input through FileSystems and parse it into records."""
+    """One planned unit (an InputFile or its dict) -> raw articles, and rejected
+    records on the 'rejected' output; WARC records that are no page are
+    counted as ``read:warc_skipped_<kind>``."""
 
     def __init__(self, max_bytes: int):
         if max_bytes <= 0:
@@ -385,36 +1117,18 @@ class ReadFileFn(beam.DoFn):
         self._files = Metrics.counter(STAGE, "files")
         self._records = Metrics.counter(STAGE, "articles")
 
-    def _reject(self, record: dict):
-        return tag_rejected(STAGE, record)
-
-    def process(self, item: InputFile):
-        self._files.inc()
-        fmt, gzipped = format_of(item.path)
-        if fmt is None:
-            yield self._reject(rejected(
-                item.source, STAGE, "unsupported_format",
-                "not a supported article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz)"))
-            return
-        try:
-            with FileSystems.open(item.path, compression_type="uncompressed") as stream:
-                data = read_limited(stream, self._max_bytes, gzipped)
-        except TooLarge as e:
-            yield self._reject(rejected(item.source, STAGE, "too_large", str(e)))
-            return
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-            yield self._reject(rejected(item.source, STAGE, "unreadable", f"cannot read: {e}"))
-            return
-        except Exception as e:  # FileSystems wraps backend errors in BeamIOError
-            yield self._reject(rejected(item.source, STAGE, "unreadable", f"cannot read: {e}"))
-            return
-        for record in parse_payload(data, item.source, item.key, fmt):
-            if "reason" in record:
-                yield self._reject(record)
+    def process(self, element):
+        item = _as_input(element)
+        if item.start == 0:
+            self._files.inc()
+        for record in read_unit(item, self._max_bytes):
+            if "skipped" in record:
+                Metrics.counter(STAGE, f"warc_skipped_{record['skipped']}").inc()
+            elif "reason" in record:
+                yield tag_rejected(STAGE, record)
             else:
                 self._records.inc()
                 yield record
-
 
 def write_plan(files: Iterable[InputFile], path: str) -> int:
     """Write the planned inputs as JSON lines to ``path`` (any FileSystems

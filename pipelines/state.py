@@ -500,6 +500,8 @@ class HashFileFn(beam.DoFn):
         self._unreadable = Metrics.counter(STAGE, "files_unhashable")
 
     def process(self, item: InputFile):
+        if item.start > 0:
+            return  # a later byte range of a split file: the range at 0 hashes the whole file once
         try:
             digest = file_sha256(item.path)
             self._hashed.inc()

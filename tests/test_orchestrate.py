@@ -102,3 +102,16 @@ def test_part_bytes_spreads_the_input_evenly_over_the_workers():
     assert part_bytes(100 * mib, 8 * mib, 2) == -(-100 * mib // 14)  # 13 parts rounded up to 14
     assert part_bytes(100 * mib, 8 * mib, 1) == -(-100 * mib // 13)
     assert part_bytes(0, 8 * mib, 2) == 1
+
+
+def test_the_byte_ranges_of_one_big_jsonl_are_units_parts_are_made_of():
+    from pipelines.read import InputFile, split_ranges
+
+    big = InputFile("/in/big.jsonl", "big.jsonl", "big.jsonl", size=1000)
+    small = InputFile("/in/small.txt", "small.txt", "small.txt", size=100)
+    units = split_ranges([big, small], range_bytes=250)
+    parts = orchestrate.plan_parts(units, 600)
+    assert len(parts) == 2  # the one big file is shared by both workers
+    assert [(u.start, u.end) for u in parts[0]] == [(0, 250), (250, 500)]
+    assert [(u.path, u.start) for u in parts[1]] == [("/in/big.jsonl", 500), ("/in/big.jsonl", 750),
+                                                     ("/in/small.txt", 0)]

@@ -27,9 +27,12 @@ def parse(data: bytes, fmt: str, source="a.txt"):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("a.txt", ("text", False)), ("a.MD", ("text", False)), ("a.json.gz", ("json", True)),
-    ("a.jsonl", ("jsonl", False)), ("a.ndjson.gz", ("jsonl", True)), ("a.htm", ("html", False)),
-    ("a.html.gz", ("html", True)), ("a.pdf", (None, False)), ("a.tsv.gz", (None, True)),
+    ("a.txt", ("text", None)), ("a.MD", ("text", None)), ("a.json.gz", ("json", "gzip")),
+    ("a.jsonl", ("jsonl", None)), ("a.ndjson.gz", ("jsonl", "gzip")), ("a.htm", ("html", None)),
+    ("a.html.gz", ("html", "gzip")), ("a.pdf", (None, None)), ("a.tsv.gz", ("tsv", "gzip")),
+    ("a.jsonl.zst", ("jsonl", "zstd")), ("a.csv.bz2", ("csv", "bzip2")), ("a.txt.ZST", ("text", "zstd")),
+    ("a.parquet", ("parquet", None)), ("a.parquet.gz", (None, "gzip")), ("crawl.warc.gz", ("warc", "gzip")),
+    ("old.arc.gz", ("warc", "gzip")), ("a.tsv", ("tsv", None)), ("a.gz", (None, "gzip")),
 ])
 def test_format_of(name, expected):
     assert format_of(name) == expected
@@ -75,7 +78,7 @@ def test_jsonl_lines_are_records_and_bad_lines_are_quarantined():
     data = b'{"title": "a", "text": "one"}\n\nnot json\n{"title": "no text"}\n[1, 2]\n'
     recs = parse(data, "jsonl", "f.jsonl")
     assert [r.get("reason") for r in recs] == [None, "invalid_json", "no_text", "invalid_json"]
-    assert [r["source"] for r in recs] == ["f.jsonl#1", "f.jsonl#3", "f.jsonl#4", "f.jsonl#5"]
+    assert [r["source"] for r in recs] == ["f.jsonl@0", "f.jsonl@31", "f.jsonl@40", "f.jsonl@61"]
     assert recs[1]["raw"] == "not json"
 
 
@@ -94,15 +97,15 @@ def test_gzip_bomb_is_stopped_without_inflating_it():
     bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
     assert len(bomb) < 100_000
     with pytest.raises(TooLarge):
-        read_limited(io.BytesIO(bomb), 1024 * 1024, gzipped=True)
+        read_limited(io.BytesIO(bomb), 1024 * 1024, "gzip")
 
 
 def test_read_limited_plain_and_concatenated_gzip():
-    assert read_limited(io.BytesIO(b"abc"), 3, gzipped=False) == b"abc"
+    assert read_limited(io.BytesIO(b"abc"), 3, None) == b"abc"
     with pytest.raises(TooLarge):
-        read_limited(io.BytesIO(b"abcd"), 3, gzipped=False)
+        read_limited(io.BytesIO(b"abcd"), 3, None)
     two_members = gzip.compress(b"ab") + gzip.compress(b"cd")
-    assert read_limited(io.BytesIO(two_members), 10, gzipped=True) == b"abcd"
+    assert read_limited(io.BytesIO(two_members), 10, "gzip") == b"abcd"
 
 
 def test_read_articles_transform(tmp_path, test_pipeline):
@@ -116,9 +119,9 @@ def test_read_articles_transform(tmp_path, test_pipeline):
     with test_pipeline() as p:
         out = p | ReadArticles(plan, max_bytes=1000)
         assert_that(out["articles"] | "Src" >> beam.Map(lambda r: r["source"]),
-                    equal_to(["ok.txt", "lines.jsonl.gz#1"]), label="articles")
+                    equal_to(["ok.txt", "lines.jsonl.gz@0"]), label="articles")
         assert_that(out["rejected"] | "Why" >> beam.Map(lambda r: (r["source"], r["reason"])),
-                    equal_to([("big.txt", "too_large"), ("lines.jsonl.gz#2", "invalid_json"),
+                    equal_to([("big.txt", "too_large"), ("lines.jsonl.gz@14", "invalid_json"),
                               ("notes.pdf", "unsupported_format")]), label="rejected")
 
 
@@ -191,9 +194,9 @@ def test_parse_json_and_depth():
 def test_a_truncated_gzip_is_unreadable_not_a_shorter_article(cut):
     packed = gzip.compress(("Title\n" + "word " * 400).encode())
     with pytest.raises(EOFError):
-        read_limited(io.BytesIO(packed[:-cut]), 1 << 20, gzipped=True)
+        read_limited(io.BytesIO(packed[:-cut]), 1 << 20, "gzip")
     # Whole and concatenated members still read in full.
-    assert read_limited(io.BytesIO(packed + packed), 1 << 20, gzipped=True).count(b"word") == 800
+    assert read_limited(io.BytesIO(packed + packed), 1 << 20, "gzip").count(b"word") == 800
 
 
 @pytest.mark.parametrize("data", [b"\xef\xbb\xbf", "\u2028\x1c\x85\n".encode(), "\ufeff\u3000".encode()])
@@ -212,3 +215,506 @@ def test_a_rejected_record_with_a_lone_surrogate_can_be_written_as_avro():
     out = io.BytesIO()
     fastavro.writer(out, fastavro.parse_schema(load_schema("rejected")), [record])
     assert record["raw"] == "before ? after"
+
+
+# --- formats as news data ships (issue 14) -----------------------------------
+
+import bz2  # noqa: E402
+import csv as csv_module  # noqa: E402
+
+import zstandard  # noqa: E402
+
+from pipelines.read import (  # noqa: E402
+    RANGE_BYTES,
+    DecompressingReader,
+    read_unit,
+    split_ranges,
+)
+
+COMPRESS = {
+    None: lambda d: d,
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
+}
+SUFFIX = {None: "", "gzip": ".gz", "bzip2": ".bz2", "zstd": ".zst"}
+ARTICLES = [{"title": f"Title {i}", "text": f"Body of article {i}, with words.", "url": f"https://x/{i}"}
+            for i in range(7)]
+
+
+def _unit(path, **kw) -> InputFile:
+    return InputFile(str(path), path.name, path.name, size=path.stat().st_size, **kw)
+
+
+def _read(path, max_bytes=1 << 20) -> list[dict]:
+    return list(read_unit(_unit(path), max_bytes))
+
+
+def _articles(records):
+    return [r for r in records if "reason" not in r and "skipped" not in r]
+
+
+def _jsonl(objs, newline="\n") -> bytes:
+    return "".join(json.dumps(o) + newline for o in objs).encode()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
+def test_every_compression_reads_whole_and_concatenated(compression):
+    packed = COMPRESS[compression](b"hello ") + COMPRESS[compression](b"world")
+    assert read_limited(io.BytesIO(packed), 100, compression) == b"hello world"
+    with pytest.raises(TooLarge):
+        read_limited(io.BytesIO(packed), 5, compression)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
+def test_a_truncated_stream_is_an_eof_error_for_every_compression(compression):
+    packed = COMPRESS[compression](("Title\n" + "word %d " * 4000).encode())
+    with pytest.raises(EOFError):
+        read_limited(io.BytesIO(packed[: len(packed) // 2]), 1 << 20, compression)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
+def test_a_bomb_stops_without_inflating_even_when_streamed(compression):
+    # Newlines only: a JSONL reader skips blank lines, so only the ratio guard stops it.
+    bomb = COMPRESS[compression](b"\n" * (200 * 1024 * 1024))
+    assert len(bomb) < 300_000
+    reader = DecompressingReader(io.BytesIO(bomb), compression, floor=1 << 20)
+    with pytest.raises(TooLarge, match="bomb"):
+        while reader.read(1 << 16):
+            pass
+    # Stopped after a bounded multiple of what it read, far below 200 MB.
+    assert reader.produced < 40 * 1024 * 1024
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "bzip2", "zstd"])
+def test_jsonl_in_every_compression_gives_the_same_records(tmp_path, compression):
+    path = tmp_path / ("a.jsonl" + SUFFIX[compression])
+    path.write_bytes(COMPRESS[compression](_jsonl(ARTICLES)))
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(_jsonl(ARTICLES))
+    got, want = (list(read_unit(InputFile(str(p), p.name, "key"), 1 << 20)) for p in (path, plain))
+    assert [r["title"] for r in got] == [a["title"] for a in ARTICLES]
+    assert [r["id"] for r in got] == [r["id"] for r in want]  # same key, same records: same ids
+    assert all(r["source"].startswith(path.name + "@") for r in got)
+
+
+def test_a_jsonl_bomb_file_is_one_rejection(tmp_path):
+    path = tmp_path / "bomb.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"\n" * (100 * 1024 * 1024)))
+    [record] = _read(path, max_bytes=1 << 20)
+    assert record["reason"] == "too_large" and "bomb" in record["detail"]
+
+
+def test_max_bytes_bounds_one_jsonl_record_not_the_file(tmp_path):
+    path = tmp_path / "a.jsonl"
+    long = {"title": "long", "text": "word " * 500}
+    path.write_bytes(_jsonl(ARTICLES[:2] + [long] + ARTICLES[2:4]))
+    records = _read(path, max_bytes=300)  # the file is ~3 KB
+    assert [r.get("reason") for r in records] == [None, None, "too_large", None, None]
+
+
+def _ranges_of(path, pieces: int) -> list[InputFile]:
+    size = path.stat().st_size
+    return split_ranges([_unit(path)], range_bytes=-(-size // pieces))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("pieces", [2, 3, 7, 40])
+def test_a_split_jsonl_gives_exactly_the_records_of_the_whole_file(tmp_path, newline, pieces):
+    path = tmp_path / "a.jsonl"
+    lines = _jsonl(ARTICLES * 3, newline)
+    path.write_bytes(lines + b'{"title": "last", "text": "no newline at the end"}')  # last line unterminated
+    whole = _read(path)
+    ranges = _ranges_of(path, pieces)
+    assert len(ranges) == pieces and ranges[0].start == 0 and ranges[-1].end == path.stat().st_size
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+    split = [r for unit in ranges for r in read_unit(unit, 1 << 20)]
+    assert split == whole and len(whole) == 22
+    assert whole[-1]["title"] == "last"
+
+
+def test_a_range_boundary_on_a_line_start_or_inside_a_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    data = _jsonl(ARTICLES[:4])
+    path.write_bytes(data)
+    starts = [0] + [i + 1 for i, c in enumerate(data) if c == ord("\n")][:-1]
+    whole = [r["source"] for r in _read(path)]
+    for cut in sorted({starts[2] - 1, starts[2], starts[2] + 1}):
+        units = [_unit(path, start=0, end=cut, file_size=len(data)),
+                 _unit(path, start=cut, end=len(data), file_size=len(data))]
+        first, second = (list(read_unit(u, 1 << 20)) for u in units)
+        assert [r["source"] for r in first + second] == whole
+        # A line belongs to the range it starts in.
+        assert len(first) == sum(1 for s in starts if s < cut)
+
+
+def test_split_ranges_cuts_only_big_uncompressed_jsonl():
+    big = InputFile("/d/big.jsonl", "big.jsonl", "big.jsonl", size=3 * RANGE_BYTES + 5)
+    others = [InputFile("/d/big.jsonl.gz", "g", "g", size=10 * RANGE_BYTES),
+              InputFile("/d/big.csv", "c", "c", size=10 * RANGE_BYTES),
+              InputFile("/d/small.jsonl", "s", "s", size=RANGE_BYTES)]
+    out = split_ranges([big, *others])
+    assert out[4:] == others
+    assert [(u.start, u.end) for u in out[:4]] == [(0, big.size // 4), (big.size // 4, big.size // 2),
+                                                  (big.size // 2, 3 * big.size // 4), (3 * big.size // 4, big.size)]
+    assert sum(u.size for u in out[:4]) == big.size and all(u.file_size == big.size for u in out[:4])
+    assert split_ranges(out) == out  # already cut: left as is
+    with pytest.raises(ValueError):
+        split_ranges([big], range_bytes=0)
+
+
+def test_a_binary_jsonl_is_one_rejection_split_or_not(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\x00\x01" * 5000)
+    ranges = _ranges_of(path, 4)
+    assert [r["reason"] for u in ranges for r in read_unit(u, 1 << 20)] == ["binary"]
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+def test_a_json_array_is_one_article_per_element(tmp_path, compression):
+    path = tmp_path / ("a.json" + SUFFIX[compression])
+    items = ARTICLES + [{"headline": "no body"}, 5, {"body": ["Para one.", "Para two."], "headline": "H"}]
+    path.write_bytes(COMPRESS[compression](json.dumps(items, indent=2).encode()))
+    records = _read(path)
+    assert [r["source"] for r in records] == [f"{path.name}#{n}" for n in range(1, 11)]
+    assert [r.get("reason") for r in records] == [None] * 7 + ["no_text", "invalid_json", None]
+    assert records[9]["text"] == "Para one.\n\nPara two."
+    assert len({r["id"] for r in _articles(records)}) == 8
+
+
+def test_a_json_array_is_streamed_and_max_bytes_bounds_one_element(tmp_path):
+    path = tmp_path / "a.json"
+    items = [{"title": f"t{i}", "text": "word " * 50} for i in range(2000)]  # ~600 KB
+    path.write_bytes(json.dumps(items).encode())
+    records = _read(path, max_bytes=1000)  # far less than the file
+    assert len(records) == 2000 and not [r for r in records if "reason" in r]
+    # An element over the limit is rejected and skipped without being held,
+    # whether it fits the read buffer or is far bigger; the rest is read.
+    items[1000]["text"] = "word " * 500
+    items[1500]["text"] = ['"quoted {[" \\ ' * 10_000, {"nested": ["]}" * 10_000]}]  # ~300 KB
+    path.write_bytes(json.dumps(items).encode())
+    records = _read(path, max_bytes=1000)
+    assert len(records) == 2000
+    assert [n for n, r in enumerate(records) if "reason" in r] == [1000, 1500]
+    assert {records[1000]["reason"], records[1500]["reason"]} == {"too_large"}
+    assert records[1999]["title"] == "t1999" and records[1501]["title"] == "t1501"
+
+
+@pytest.mark.parametrize("data,reasons", [
+    (b"[]", []),
+    (b'[{"text": "a b"}, {"text": ', [None, "invalid_json"]),
+    (b'[{"text": "a b"} {"text": "c"}]', [None, "invalid_json"]),
+    (b'[{"text": "a b"}, {"text": "x", "n": ' + b"9" * 5000 + b"}]", [None, None]),
+    (b"[" + b"[" * 100_000, ["too_deep"]),
+    (b"[null, " + b'"' + b"x" * 10_000 + b'"]', ["invalid_json", "too_large"]),
+    (b'[{"text": "a b"}, {"text": "' + b"x" * 10_000, [None, "too_large"]),
+])
+def test_broken_json_arrays_keep_what_came_before(data, reasons):
+    assert [r.get("reason") for r in read_unit_bytes(data, max_bytes=8000)] == reasons
+
+
+def read_unit_bytes(data: bytes, max_bytes: int) -> list[dict]:
+    from pipelines.read import iter_records
+
+    return list(iter_records(io.BufferedReader(io.BytesIO(data)), "s.json", "s.json", "json", max_bytes))
+
+
+def test_a_single_object_json_is_still_bounded_as_a_whole_file(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_bytes(json.dumps({"title": "t", "text": "word " * 500}).encode())
+    [record] = _read(path, max_bytes=1000)
+    assert record["reason"] == "too_large"
+
+
+def _csv_bytes(rows, delimiter=",", header=("title", "body", "date", "link")) -> bytes:
+    out = io.StringIO()
+    writer = csv_module.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("fmt,delimiter", [("csv", ","), ("tsv", "\t")])
+@pytest.mark.parametrize("compression", [None, "bzip2"])
+def test_csv_and_tsv_rows_with_multi_line_bodies(tmp_path, fmt, delimiter, compression):
+    rows = [("First", "Line one.\nLine two, with a comma and \"quotes\".", "2024-01-02", "u1"),
+            ("No body", "", "2024-01-03", "u2"),
+            ("Third", "Body\tthree.", "", "u3")]
+    path = tmp_path / (f"a.{fmt}" + SUFFIX[compression])
+    path.write_bytes(COMPRESS[compression](_csv_bytes(rows, delimiter)))
+    records = _read(path)
+    assert [r.get("reason") for r in records] == [None, "no_text", None]
+    first, empty, third = records
+    assert (first["title"], first["text"], first["published"], first["url"]) == (
+        "First", 'Line one.\nLine two, with a comma and "quotes".', "2024-01-02", "u1")
+    assert first["source"] == f"{path.name}#1" and third["source"] == f"{path.name}#3"
+    assert "No body" in empty["raw"]  # the row itself, so nothing is lost
+    assert third["text"] == "Body\tthree."
+
+
+def test_a_broken_csv_row_costs_that_row_only():
+    data = (b"title,text\n"
+            b'A,"body a"\n'
+            b'B,"body b" trailing\n'  # text after a closing quote
+            b'C,"body c"\n'
+            b'D,"unclosed\n')
+    records = list(parse_payload(data, "a.csv", "a.csv", "csv"))
+    assert [(r["source"], r.get("reason")) for r in records] == [
+        ("a.csv#1", None), ("a.csv#2", "invalid_csv"), ("a.csv#3", None), ("a.csv#4", "invalid_csv")]
+    assert records[1]["raw"].startswith("B,")
+
+
+def test_a_csv_row_longer_than_max_bytes_is_rejected_and_reading_goes_on(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(_csv_bytes([("A", "short body", "", ""), ("B", "word " * 400, "", ""),
+                                 ("C", "another body", "", "")]))
+    records = _read(path, max_bytes=500)
+    assert [r.get("reason") for r in records] == [None, "too_large", None]
+
+
+def test_a_header_only_or_empty_csv(tmp_path):
+    assert [r["reason"] for r in parse_payload(b"", "a.csv", "a.csv", "csv")] == ["empty"]
+    assert list(parse_payload(b"title,text\n", "a.csv", "a.csv", "csv")) == []
+
+
+def _parquet(path, rows, row_group_size=3):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), str(path), row_group_size=row_group_size)
+
+
+def test_parquet_rows_by_row_group_with_the_json_aliases(tmp_path):
+    import datetime as dt
+
+    rows = [{"headline": f"H{i}", "content": f"Body {i}." if i != 4 else None, "authors": ["A", "B"],
+             "datePublished": dt.datetime(2024, 1, i + 1, 12, 0), "link": f"u{i}", "views": i}
+            for i in range(8)]
+    path = tmp_path / "a.parquet"
+    _parquet(path, rows)
+    records = _read(path)
+    assert [r["source"] for r in records] == [f"a.parquet#{n}" for n in range(1, 9)]
+    assert records[4]["reason"] == "no_text" and "H4" in records[4]["raw"]
+    ok = records[0]
+    assert (ok["title"], ok["text"], ok["author"], ok["published"], ok["url"], ok["format"]) == (
+        "H0", "Body 0.", "A, B", "2024-01-01T12:00:00", "u0", "parquet")
+    assert len({r["id"] for r in _articles(records)}) == 7
+
+
+def test_a_corrupt_parquet_is_one_unreadable_record(tmp_path):
+    path = tmp_path / "a.parquet"
+    path.write_bytes(b"PAR1 not really parquet PAR1")
+    [record] = _read(path)
+    assert record["reason"] == "unreadable"
+
+
+def _warc(path, records, gz):
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=gz)
+        for kind, uri, content_type, body, status in records:
+            http = None
+            if kind in ("response", "request"):
+                first = "GET / HTTP/1.1" if kind == "request" else status
+                http = StatusAndHeaders(first, [("Content-Type", content_type)], protocol="HTTP/1.1",
+                                        is_http_request=kind == "request")
+            writer.write_record(writer.create_warc_record(uri, kind, payload=io.BytesIO(body), http_headers=http,
+                                                          warc_content_type=None if http else content_type))
+
+
+PAGE = (b"<html><head><title>Page %d</title></head><body><article><h1>Page %d</h1>"
+        b"<p>Vladimir Putin met the press in Kyiv on Monday and talked for a long while about the talks.</p>"
+        b"</article></body></html>")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_warc_responses_with_html_are_pages_and_the_rest_is_counted(tmp_path, gz):
+    path = tmp_path / ("c.warc.gz" if gz else "c.warc")
+    _warc(path, [
+        ("warcinfo", None, "application/warc-fields", b"software: test\r\n", None),
+        ("request", "https://a/1", "text/html", b"", None),
+        ("response", "https://a/1", "text/html; charset=utf-8", PAGE % (1, 1), "200 OK"),
+        ("response", "https://a/img.png", "image/png", b"\x89PNG", "200 OK"),
+        ("response", "https://a/moved", "text/html", b"", "301 Moved Permanently"),
+        ("metadata", "https://a/1", "application/warc-fields", b"via: x\r\n", None),
+        ("response", "https://a/2", "application/xhtml+xml", PAGE % (2, 2), "200 OK"),
+        ("response", "https://a/3", "text/html", b"   ", "200 OK"),
+    ], gz)
+    records = _read(path)
+    assert [r.get("skipped") or r.get("reason") or "page" for r in records] == [
+        "warcinfo", "request", "page", "response_image", "response_status_3xx", "metadata", "page", "empty"]
+    pages = _articles(records)
+    assert [p["url"] for p in pages] == ["https://a/1", "https://a/2"]
+    assert all(p["format"] == "html" and p["published"] is None and p["crawled"] for p in pages)
+    assert all(p["source"].startswith(path.name + "@") for p in pages) and b"Page 1" in pages[0]["text"].encode()
+    # A page's id does not change when other records are added after it.
+    assert len({p["id"] for p in pages}) == 2
+
+
+def test_a_warc_cut_short_keeps_the_records_before(tmp_path):
+    path = tmp_path / "c.warc"
+    _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)], False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 150])
+    records = _read(path)
+    assert len(_articles(records)) == 4
+    assert records[-1]["reason"] == "unreadable" and "truncated" in records[-1]["detail"]
+    # Compressed and cut: the decompressor says so; the pages before are kept.
+    gz = tmp_path / "c.warc.gz"
+    _warc(gz, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)], True)
+    gz.write_bytes(gz.read_bytes()[:-40])
+    records = _read(gz)
+    assert len(_articles(records)) == 4 and records[-1]["reason"] == "unreadable"
+
+
+@pytest.mark.parametrize("junk", [b"garbage, not a record\r\n\r\n",
+                                  b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: zz\r\n\r\n"])
+def test_junk_between_warc_records_loses_no_record(tmp_path, junk):
+    path = tmp_path / "c.warc"
+    _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(4)], False)
+    data = path.read_bytes()
+    cut = data.index(b"WARC/1.0", data.index(b"WARC/1.0", 1) + 1)  # before the third record
+    path.write_bytes(data[:cut] + junk + data[cut:])
+    records = _read(path)
+    assert [p["url"] for p in _articles(records)] == [f"https://a/{i}" for i in range(4)]
+    [bad] = [r for r in records if "reason" in r]
+    assert bad["reason"] == "unreadable" and "resumes" in bad["detail"]
+
+
+def test_a_wrong_content_length_loses_only_that_record(tmp_path):
+    path = tmp_path / "c.warc"
+    _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(3)], False)
+    data = path.read_bytes()
+    second = data.index(b"WARC/1.0", 1)
+    length = data.index(b"Content-Length: ", second)
+    path.write_bytes(data[:length] + data[length:].replace(b"Content-Length: 2", b"Content-Length: 1", 1))
+    records = _read(path)
+    assert [p["url"] for p in _articles(records)][::2] == ["https://a/0", "https://a/2"]
+
+
+def test_read_articles_transform_counts_warc_skips_and_reads_ranges(tmp_path, test_pipeline):
+    from apache_beam.metrics import MetricsFilter
+
+    from pipelines.read import PlannedInputs  # noqa: F401  (the transform under test reads the plan)
+
+    _warc(tmp_path / "c.warc", [("request", "https://a/1", "text/html", b"", None),
+                                ("response", "https://a/1", "text/html", PAGE % (1, 1), "200 OK"),
+                                ("metadata", "https://a/1", "application/warc-fields", b"x: y\r\n", None)], False)
+    (tmp_path / "a.jsonl").write_bytes(_jsonl(ARTICLES))
+    files = split_ranges([_unit(tmp_path / "c.warc"), _unit(tmp_path / "a.jsonl")], range_bytes=200)
+    assert len(files) > 3
+    plan = str(tmp_path / "plan.jsonl")
+    write_plan(files, plan)
+    whole = [r["source"] for r in _read(tmp_path / "a.jsonl")]
+    p = test_pipeline()
+    out = p | ReadArticles(plan, max_bytes=1 << 20)
+    assert_that(out["articles"] | beam.Map(lambda r: r["source"]), equal_to(whole + ["c.warc@0"][:0]
+                                                                            + [_warc_page_source(tmp_path)]))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters["warc_skipped_request"] == 1 and counters["warc_skipped_metadata"] == 1
+    assert counters["files"] == 2 and counters["articles"] == len(ARTICLES) + 1
+
+
+def _warc_page_source(tmp_path) -> str:
+    [page] = _articles(_read(tmp_path / "c.warc"))
+    return page["source"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
+def test_a_cut_compressed_jsonl_keeps_every_line_that_decompressed(tmp_path, compression):
+    data = _jsonl([{"title": f"t{i}", "text": f"body number {i} " * 5} for i in range(20_000)])  # 2.3 MB
+    packed = COMPRESS[compression](data)  # bzip2 blocks are 900 kB: a cut keeps whole blocks only
+    cut = packed[: len(packed) * 2 // 3]
+    # What a plain decompressor recovers from the cut file: its complete lines must all be articles.
+    recovered = {"gzip": lambda: zlib_partial(cut), "bzip2": lambda: bz2.BZ2Decompressor().decompress(cut),
+                 "zstd": lambda: zstandard.ZstdDecompressor().decompressobj().decompress(cut)}[compression]()
+    path = tmp_path / ("a.jsonl" + SUFFIX[compression])
+    path.write_bytes(cut)
+    records = _read(path)
+    assert len(_articles(records)) == recovered.count(b"\n") > 1000
+    assert records[-1]["reason"] == "unreadable" and "truncated" in records[-1]["detail"]
+    assert "which are kept" in records[-1]["detail"]
+
+
+def zlib_partial(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+
+
+# --- the same articles whatever the container (shared data) -------------------
+
+def _bbc(shared_data, n=60) -> list[dict]:
+    paths = sorted((shared_data / "bbc-news" / "articles").rglob("*.txt"))[::15][:n]
+    out = []
+    for path in paths:
+        [raw] = list(parse_payload(path.read_bytes(), str(path), path.name, "text"))
+        out.append({"title": raw["title"], "text": raw["text"], "path": path})
+    return out
+
+
+def _clean_titles_and_texts(records) -> list[tuple]:
+    from pipelines.clean import clean_article
+
+    cleaned = [clean_article(r) for r in _articles(records)]
+    return [(a["title"], a["text"]) for a in cleaned if "reason" not in a]
+
+
+def test_bbc_articles_are_the_same_in_every_container(shared_data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = _bbc(shared_data)
+    rows = [{"title": a["title"], "text": a["text"]} for a in items]
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for n, a in enumerate(items):
+        (folder / f"{n:03d}.txt").write_bytes(a["path"].read_bytes())
+    (tmp_path / "all.jsonl.gz").write_bytes(gzip.compress(_jsonl(rows)))
+    (tmp_path / "all.json").write_bytes(json.dumps(rows, ensure_ascii=False).encode())
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "all.parquet"), row_group_size=16)
+    (tmp_path / "all.csv").write_bytes(_csv_bytes([(r["title"], r["text"]) for r in rows], header=("title", "text")))
+    as_txt = _clean_titles_and_texts(r for p in sorted(folder.iterdir()) for r in _read(p))
+    assert len(as_txt) == len(items)
+    for name in ("all.jsonl.gz", "all.json", "all.parquet", "all.csv"):
+        # The entity stage reads only title and text, so the same clean title
+        # and text are the same entities and entity counts.
+        assert _clean_titles_and_texts(_read(tmp_path / name)) == as_txt, name
+
+
+def test_a_warc_of_the_extraction_benchmark_scores_as_its_html_files(shared_data, tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("newsbeam_eval_clean", REPO / "scripts" / "evaluation" / "clean.py")
+    evaluation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluation)
+    from pipelines.clean import clean_article
+
+    data = shared_data / "article-extraction-benchmark"
+    truth = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))
+    ids = sorted(i for i in truth if (data / "html" / f"{i}.html.gz").exists())[:25]
+    pages = {i: gzip.decompress((data / "html" / f"{i}.html.gz").read_bytes()) for i in ids}
+    path = tmp_path / "bench.warc.gz"
+    _warc(path, [rec for i in ids for rec in (
+        ("request", truth[i]["url"], "text/html", b"", None),
+        ("response", truth[i]["url"], "text/html", pages[i], "200 OK"))], True)
+
+    def f1(raw: dict, gold: str) -> float:
+        article = clean_article(raw, min_words=0)
+        return evaluation.score(article.get("text") if "reason" not in article else None, gold)[2]
+
+    from_html = [f1(next(parse_payload(pages[i], f"{i}.html", f"{i}.html", "html")), truth[i]["articleBody"])
+                 for i in ids]
+    records = _read(path, max_bytes=10 << 20)
+    assert sum(1 for r in records if r.get("skipped") == "request") == len(ids)
+    warc_pages = _articles(records)
+    assert [p["url"] for p in warc_pages] == [truth[i]["url"] for i in ids]
+    from_warc = [f1(p, truth[i]["articleBody"]) for p, i in zip(warc_pages, ids)]
+    assert from_warc == from_html
+    assert sum(from_warc) / len(ids) > 0.8  # and the extraction is the real one, not an empty match

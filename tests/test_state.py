@@ -400,6 +400,26 @@ def test_record_inputs_hashes_every_file(tmp_path, test_pipeline):
     assert sorted(written, key=lambda e: e["path"]) == expected
 
 
+def test_record_inputs_hashes_a_file_cut_in_ranges_once(tmp_path, test_pipeline):
+    import hashlib
+
+    import apache_beam as beam
+
+    from pipelines.read import split_ranges, write_plan
+
+    data = b"".join(b'{"text": "line %d"}\n' % i for i in range(100))
+    (tmp_path / "a.jsonl").write_bytes(data)
+    units = split_ranges([InputFile(str(tmp_path / "a.jsonl"), "a.jsonl", "a.jsonl", size=len(data))],
+                         range_bytes=300)
+    assert len(units) > 3
+    plan = str(tmp_path / "plan.jsonl")
+    write_plan(units, plan)
+    with test_pipeline() as p:
+        lines = p | RecordInputs(plan, str(tmp_path / "state"))
+        assert_that(lines | "Parse" >> beam.Map(json.loads),
+                    equal_to([{"path": str(tmp_path / "a.jsonl"), "sha256": hashlib.sha256(data).hexdigest()}]))
+
+
 # ---------------------------------------------------------------- scheduling examples
 
 def example_commands() -> list[list[str]]:

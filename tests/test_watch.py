@@ -137,3 +137,84 @@ def test_watch_needs_a_state_dir(tmp_path, capsys):
     assert main(["watch", str(tmp_path / "missing"), "--output", str(tmp_path / "o"),
                  "--state-dir", str(tmp_path / "s")]) == 2
     assert not Path(tmp_path / "s").exists() and not Path(tmp_path / "o").exists()
+
+
+def _stories(folder, first, last):
+    import random
+
+    rng = random.Random(first)
+    words = ("market council river station winter harbour budget minister league trial energy "
+             "school museum railway festival report season village contract storm").split()
+    for i in range(first, last):
+        body = " ".join(rng.choice(words) for _ in range(350))
+        (folder / f"s{i:04d}.txt").write_text(f"Story number {i}\n\n{body}.\n")
+
+
+def _start_watch(inp, out, state, log):
+    # Small parts: each batch goes to the pool of two worker processes. A new
+    # session, so a signal can go to the whole group as a terminal's Ctrl-C does.
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "watch", str(inp), "--output", str(out), "--state-dir", str(state),
+         "--interval", "0.5", "--chunk-bytes", "10000"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _workers_started(proc):
+    import psutil
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"watch exited early with status {proc.returncode}"
+        if len([c for c in psutil.Process(proc.pid).children(recursive=True)
+                if "spawn_main" in " ".join(c.cmdline())]) >= 2:
+            return psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(0.2)
+    raise AssertionError("the batch never started its worker processes")
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_lets_the_batch_finish_and_a_second_one_stops_at_once(tmp_path):
+    import psutil
+
+    inp, out, state = tmp_path / "in", tmp_path / "out", tmp_path / "state"
+    inp.mkdir()
+    _stories(inp, 0, 24)
+    with open(tmp_path / "first.log", "w+") as log:
+        proc = _start_watch(inp, out, state, log)
+        try:
+            _workers_started(proc)
+            os.killpg(proc.pid, signal.SIGINT)  # the workers get it too, as from a terminal
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        first_log = log.read()
+    assert proc.returncode == 0, first_log
+    assert "Traceback" not in first_log and "SIGINT received" in first_log, first_log
+    first = (out / "latest").read_text().strip()
+    assert len(read_output(out / "runs" / first)["articles"]) == 24, "the batch under way was finished"
+
+    _stories(inp, 24, 48)
+    with open(tmp_path / "second.log", "w+") as log:
+        proc = _start_watch(inp, out, state, log)
+        try:
+            everyone = _workers_started(proc)
+            os.killpg(proc.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        second_log = log.read()
+    lines = [line for line in second_log.splitlines() if line.strip() and "apitools" not in line]
+    assert proc.returncode == 143, second_log
+    assert "Traceback" not in second_log and len(lines) <= 5, lines
+    assert "stopped at once (SIGTERM)" in lines[-1] and "previous output is kept" in lines[-1], lines
+    time.sleep(0.5)
+    assert not [c for c in everyone if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "no orphans"
+    assert (out / "latest").read_text().strip() == first, "the previous output is still the latest"
+    assert len(read_output(out / "runs" / first)["articles"]) == 24
+    assert (state / "LOCK").read_text() == "", "the lock is released"
