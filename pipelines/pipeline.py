@@ -50,9 +50,9 @@ from pipelines.entities import ExtractEntities, no_model_language
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages, parse_model_map
 from pipelines.read import ReadArticles
-from pipelines.records import read_avro_matched
+from pipelines.records import read_avro_files, read_avro_matched
 from pipelines.state import CumulativeCounts, RecordInputs
-from pipelines.write import WriteRecords, project
+from pipelines.write import AvroFileWriter, WriteRecords
 
 __all__ = [
     "build_pipeline", "build_clean_phase", "run_dedupe_phase", "build_annotate_phase", "build_merge_phase",
@@ -238,6 +238,7 @@ def run_dedupe_phase(work: str, options: NewsbeamOptions, schemas: dict, state_i
     every candidate pair in memory at once. ``dedupe.decide_in_passes``
     makes the same decisions reading the fingerprint files again in each
     pass, with compact state in between."""
+    import contextlib
     import tempfile
     from collections import Counter
 
@@ -248,87 +249,32 @@ def run_dedupe_phase(work: str, options: NewsbeamOptions, schemas: dict, state_i
     scratch_fd, scratch = tempfile.mkstemp(prefix="newsbeam-shingles-")
     os.close(scratch_fd)
     try:
-        with _AvroOut(options.output, "duplicates", "dedupe", schemas["duplicate"]) as duplicates, \
-                _TextOut(_work(work, "duplicate_ids", "part-00000-of-00001.txt")) as duplicate_ids, \
-                _AvroOut(state_out, HISTORY_FOLDER, "part", schemas["fingerprint"]) as kept:
-            decisions = decide_in_passes(lambda: _avro_records(fingerprint_files),
-                                         lambda: _avro_records(history_files) if history_files else (),
+        with contextlib.ExitStack() as files:
+            duplicates = files.enter_context(AvroFileWriter(
+                FileSystems.join(options.output, "duplicates", "dedupe-00000-of-00001.avro"), schemas["duplicate"]))
+            duplicate_ids = files.enter_context(FileSystems.create(
+                _work(work, "duplicate_ids", "part-00000-of-00001.txt"), compression_type="uncompressed"))
+            kept = files.enter_context(AvroFileWriter(
+                FileSystems.join(state_out, HISTORY_FOLDER, "part-00000-of-00001.avro"), schemas["fingerprint"])
+                if state_out else contextlib.nullcontext())
+            decisions = decide_in_passes(lambda: read_avro_files(fingerprint_files),
+                                         lambda: read_avro_files(history_files) if history_files else (),
                                          scratch, options.near_dup_threshold, counters=counters)
             for kind, record in decisions:
                 if kind == "duplicate":
                     duplicates.write(record)
-                    duplicate_ids.write(record["id"] + "\n")
+                    duplicate_ids.write((record["id"] + "\n").encode("utf-8"))
                     methods[record["method"]] += 1
-                else:
+                elif kept is not None:
                     kept.write(record)
     finally:
         os.remove(scratch)
-    with _TextOut(_work(work, "summary", "dedupe-00000-of-00001.jsonl")) as summary:
-        for method, n in sorted(methods.items()):
-            summary.write(json.dumps({"kind": "duplicates", "key": method, "count": n}) + "\n")
+    tallies = "".join(json.dumps({"kind": "duplicates", "key": method, "count": n}) + "\n"
+                      for method, n in sorted(methods.items()))
+    with FileSystems.create(_work(work, "summary", "dedupe-00000-of-00001.jsonl"),
+                            compression_type="uncompressed") as summary:
+        summary.write(tallies.encode("utf-8"))
     return dict(sorted(counters.items()))
-
-
-def _avro_records(pattern: str):
-    import fastavro
-
-    try:
-        paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # nothing matched
-        paths = []
-    for path in paths:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            yield from fastavro.reader(f)
-
-
-class _TextOut:
-    """A text file written through FileSystems (nothing when ``path`` is None)."""
-
-    def __init__(self, path: str | None):
-        self._path = path
-        self._f = None
-
-    def __enter__(self):
-        if self._path:
-            self._f = FileSystems.create(self._path, compression_type="uncompressed")
-        return self
-
-    def write(self, text: str) -> None:
-        if self._f is not None:
-            self._f.write(text.encode("utf-8"))
-
-    def __exit__(self, *exc):
-        if self._f is not None:
-            self._f.close()
-
-
-class _AvroOut:
-    """One Avro file ``<output>/<folder>/<prefix>-00000-of-00001.avro``, the
-    name ``WriteRecords`` gives a single shard, written record by record
-    (nothing when ``output`` is None)."""
-
-    def __init__(self, output: str | None, folder: str, prefix: str, schema: dict):
-        self._path = FileSystems.join(output, folder, f"{prefix}-00000-of-00001.avro") if output else None
-        self._schema = schema
-        self._fields = tuple(f["name"] for f in schema["fields"])
-        self._f = self._writer = None
-
-    def __enter__(self):
-        import fastavro
-
-        if self._path:
-            self._f = FileSystems.create(self._path, compression_type="uncompressed")
-            self._writer = fastavro.write.Writer(self._f, fastavro.parse_schema(self._schema), codec="deflate")
-        return self
-
-    def write(self, record: dict) -> None:
-        if self._writer is not None:
-            self._writer.write(project(record, self._fields))
-
-    def __exit__(self, *exc):
-        if self._writer is not None:
-            self._writer.flush()
-            self._f.close()
 
 
 def build_annotate_phase(p: beam.Pipeline, part: str, work: str, options: NewsbeamOptions, schemas: dict) -> None:

@@ -490,6 +490,21 @@ def _no_text_message(obj: dict) -> str:
     return message
 
 
+def _json_article(text: str, source: str, key: str, record_no: int, payload: bytes | str,
+                  where: str | None = None) -> dict:
+    """One JSON document's text -> its article, or a rejected record (too deep,
+    invalid, not an article); ``where`` names the document inside its file."""
+    try:
+        obj = parse_json(text)
+    except JsonTooDeep as e:
+        return rejected(source, STAGE, "too_deep", f"{where}: JSON {e}" if where else f"JSON {e}",
+                        text[:RAW_LIMIT])
+    except ValueError as e:
+        return rejected(source, STAGE, "invalid_json",
+                        f"{where} is not valid JSON: {e}" if where else f"not valid JSON: {e}", text)
+    return _from_json_object(obj, source, key, record_no, payload)
+
+
 def _from_json_object(obj, source: str, key: str, record_no: int, payload: bytes | str) -> dict:
     if not isinstance(obj, dict):
         return rejected(source, STAGE, "invalid_json",
@@ -549,15 +564,7 @@ def _parse_whole(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]
     elif fmt == "html":
         yield _record(source, key, 0, data, "html", text)
     elif fmt == "json":
-        try:
-            obj = parse_json(text)
-        except JsonTooDeep as e:
-            yield rejected(source, STAGE, "too_deep", f"JSON {e}", text[:RAW_LIMIT])
-            return
-        except ValueError as e:
-            yield rejected(source, STAGE, "invalid_json", f"not valid JSON: {e}", text)
-            return
-        yield _from_json_object(obj, source, key, 0, data)
+        yield _json_article(text, source, key, 0, data)
     else:
         raise ValueError(f"{fmt!r} is not a one-article format")
 
@@ -619,16 +626,7 @@ def iter_jsonl(stream, source: str, key: str, max_bytes: int, start: int = 0, en
         if not text.strip():
             continue  # blank separator lines (also a lone BOM or Unicode spaces) are not records
         any_line = True
-        where = f"line at byte {line_pos}"
-        try:
-            obj = parse_json(text)
-        except JsonTooDeep as e:
-            yield rejected(line_source, STAGE, "too_deep", f"{where}: JSON {e}", text[:RAW_LIMIT])
-            continue
-        except ValueError as e:
-            yield rejected(line_source, STAGE, "invalid_json", f"{where} is not valid JSON: {e}", text)
-            continue
-        yield _from_json_object(obj, line_source, key, line_pos, text)
+        yield _json_article(text, line_source, key, line_pos, text, where=f"line at byte {line_pos}")
     if start == 0 and end < 0 and not any_line:
         yield rejected(source, STAGE, "empty", "file is empty or holds only whitespace lines")
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # importlib.abc's alias is deprecated from 3.12, importlib.re
 
 __all__ = [
     "SCHEMA_NAMES",
+    "read_avro_files",
     "read_avro_matched",
     "load_schema",
     "load_schemas",
@@ -91,3 +92,18 @@ def read_avro_matched(readable):
 
     with readable.open(compression_type="uncompressed") as f:
         yield from fastavro.reader(f)
+
+
+def read_avro_files(pattern: str):
+    """The records of every Avro file matching ``pattern`` (FileSystems), file
+    by file in path order; none when nothing matches."""
+    import fastavro
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # nothing matched
+        paths = []
+    for path in paths:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            yield from fastavro.reader(f)

@@ -78,6 +78,12 @@ def articles(tmp_path_factory) -> Path:
     ]
     (folder / "dated.jsonl").write_text("".join(json.dumps({"title": t, "published": when, "text": text}) + "\n"
                                                 for t, when, text in dated), encoding="utf-8")
+    # An undated article of its own (the BBC ones below are only there when ../shared is): the 'unknown' period.
+    (folder / "undated.txt").write_text(
+        "Flood warnings in York\n\nThe Environment Agency issued flood warnings for York and Leeds on Monday "
+        "after two days of heavy rain across Yorkshire. The River Ouse was expected to peak overnight, and the "
+        "city council opened a rest centre for residents who had to leave their homes near the river.\n",
+        encoding="utf-8")
     bbc = Path(os.environ.get("NEWSBEAM_SHARED_DATA", REPO.parent / "shared" / "data")) / "bbc-news" / "articles"
     for topic in ("business", "politics", "tech"):
         for path in sorted((bbc / topic).glob("*.txt"))[:2]:
