@@ -66,8 +66,6 @@ TSV_SUFFIXES = (".tsv",)
 PARQUET_SUFFIXES = (".parquet",)
 WARC_SUFFIXES = (".warc", ".arc")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd"}
-# Formats whose one file is one article: --max-bytes bounds the whole file.
-WHOLE_FILE_FORMATS = ("text", "html", "json")
 SUPPORTED = (".txt .md .json .jsonl .ndjson .html .htm .csv .tsv .warc .arc (each optionally .gz .bz2 .zst), "
              ".parquet")
 
