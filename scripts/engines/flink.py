@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     # ignored): the JVMs run in their own sessions and would outlive this process.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.stdout.reconfigure(line_buffering=True)  # the ports are read while it runs
     try:
         home = fetch_flink()
         print(f"Flink {FLINK_VERSION}: {home}")
