@@ -66,8 +66,6 @@ TSV_SUFFIXES = (".tsv",)
 PARQUET_SUFFIXES = (".parquet",)
 WARC_SUFFIXES = (".warc", ".arc")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".zst": "zstd"}
-# Formats whose one file is one article: --max-bytes bounds the whole file.
-WHOLE_FILE_FORMATS = ("text", "html", "json")
 SUPPORTED = (".txt .md .json .jsonl .ndjson .html .htm .csv .tsv .warc .arc (each optionally .gz .bz2 .zst), "
              ".parquet")
 
@@ -189,6 +187,10 @@ class TooLarge(Exception):
 
 
 class Truncated(EOFError):
+    pass
+
+
+class CorruptStream(OSError):
     pass
 
 
@@ -316,8 +318,10 @@ class DecompressingReader(io.RawIOBase):
                     return 0
             except TooLarge:
                 raise
-            except Exception as e:  # truncated or corrupt: said by check(), after what came before
+            except EOFError as e:  # truncated: said by check(), after what came before
                 self.error = e
+            except Exception as e:  # zlib.error, OSError (bz2), ZstdError: one kind for every codec
+                self.error = CorruptStream(f"corrupt {self._compression} data: {e}")
         n = min(len(buffer), len(self._out) - self._at)
         buffer[:n] = self._out[self._at:self._at + n]
         self._at += n
@@ -706,6 +710,7 @@ def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[d
     while True:
         c = skip_ws()
         if c == "]" and n == 0:
+            yield rejected(source, STAGE, "empty", "the JSON array holds no element")
             return
         if not c:
             yield rejected(f"{source}#{n + 1}", STAGE, "invalid_json", f"array ends early after element {n}")
@@ -865,6 +870,8 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
         yield record
     if header is None:
         yield rejected(source, STAGE, "empty", "file has no header row")
+    elif n == 0:
+        yield rejected(source, STAGE, "empty", "file has a header row but no data row", ",".join(header)[:RAW_LIMIT])
 
 
 def _json_value(value):
@@ -897,6 +904,8 @@ def iter_parquet(stream, source: str, key: str, max_bytes: int) -> Iterator[dict
             if "reason" not in record:
                 record["format"] = "parquet"
             yield record
+    if n == 0:
+        yield rejected(source, STAGE, "empty", "Parquet file without rows")
 
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -960,6 +969,7 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
     from warcio.archiveiterator import ArchiveIterator
 
     base = 0  # where the current iterator started in the stream
+    any_record = False
     while True:
         # warcio's offsets are the stream's own (tell()) when it can seek, so they stay right after a resync.
         records = ArchiveIterator(stream, arc2warc=True)
@@ -972,6 +982,7 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
                     what, value = "rejected", ("unreadable", f"cannot read the WARC record: {type(e).__name__}: {e}",
                                                None)
                 # Only now: warcio reads the record to its end to know where it starts.
+                any_record = True
                 offset = records.get_record_offset()
                 last_end = offset + records.get_record_length()
                 page_source = f"{source}@{offset}"
@@ -987,6 +998,8 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
                 else:
                     payload, text, url, crawled = value
                     yield _record(page_source, key, offset, payload, "html", text, url=url, crawled=crawled)
+            if not any_record:
+                yield rejected(source, STAGE, "empty", "no WARC record in the file")
             return
         except (TooLarge, EOFError):
             raise
@@ -1039,7 +1052,7 @@ def iter_records(stream, source: str, key: str, fmt: str, max_bytes: int) -> Ite
 
 
 def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict]:
-    """Records from one file's (decompressed) bytes, in any format but Parquet.
+    """Records from one file's (decompressed) bytes, in any format.
 
     Yields raw articles and rejected records, told apart by the ``reason``
     key, which only rejected records have (and, from WARC files,
@@ -1047,6 +1060,9 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
     """
     if fmt in ("text", "html") or (fmt == "json" and not _starts_array(data[:READ_CHUNK])):
         yield from _parse_whole(data, source, key, fmt)
+        return
+    if fmt == "parquet":
+        yield from iter_parquet(io.BytesIO(data), source, key, max(len(data), 1))
         return
     yield from iter_records(io.BufferedReader(io.BytesIO(data)), source, key, fmt, max(len(data), 1))
 
@@ -1127,6 +1143,7 @@ class ReadFileFn(beam.DoFn):
             else:
                 self._records.inc()
                 yield record
+
 
 def write_plan(files: Iterable[InputFile], path: str) -> int:
     """Write the planned inputs as JSON lines to ``path`` (any FileSystems

@@ -6,15 +6,16 @@
 Each case is one input file as hypothesis builds it from structured hostile
 parts: nested JSON (a few levels to 100,000), JSON articles with odd field
 types, numbers of any length, NaN/Infinity and lone surrogates written as
-escapes; JSON lines with every kind of line break; text files in UTF-8,
+escapes; JSON arrays of them; JSON lines with every kind of line break; CSV
+with hostile quoting, separators and line breaks; text files in UTF-8,
 UTF-16, cp1252, Shift-JIS and mixtures of them; broken HTML (unclosed and
 deeply nested tags, comments, CDATA, a DOCTYPE declaring entities, entity
 tricks); control characters, bidi controls, stacked combining marks, very long
-words and huge lines; and gzip of any of these, whole, truncated, bit-flipped,
-concatenated or followed by garbage.
+words and huge lines; and gzip, bzip2 or zstd of any of these, whole,
+truncated, bit-flipped, concatenated or followed by garbage.
 
 Every case goes through the stage pure cores exactly as the DoFns chain them:
-``read.read_limited`` (gzip; the exceptions ``ReadFileFn`` turns into
+``read.read_limited`` (gzip, bzip2, zstd; the exceptions ``ReadFileFn`` turns into
 ``unreadable``/``too_large`` count as rejections) -> ``read.parse_payload`` ->
 ``clean.clean_article`` -> ``language.detect_language`` ->
 ``entities.extract_batch`` with ``spacy.blank("en")`` and an ``entity_ruler``
@@ -58,7 +59,7 @@ __all__ = ["Case", "cases", "make_nlp", "run_case", "check_case", "REASONS"]
 
 # Every reason a stage of this path may give; anything else is a bug.
 REASONS = {
-    "read": {"empty", "binary", "no_text", "invalid_json", "too_deep", "too_large", "unreadable"},
+    "read": {"empty", "binary", "no_text", "invalid_json", "invalid_csv", "too_deep", "too_large", "unreadable"},
     "clean": {"html_unparseable", "empty_after_clean", "too_short"},
 }
 ARTICLE_KEYS = {"id", "source", "title", "text", "author", "published", "url", "captions", "word_count",
@@ -256,9 +257,37 @@ class Case:
         return f"Case({self.kind!r}, {self.name!r}, {len(self.data)} bytes)"
 
 
+def _compress(data: bytes, codec: str, level: int = 1) -> bytes:
+    if codec == "bz2":
+        import bz2
+
+        return bz2.compress(data, level)
+    if codec == "zst":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=level).compress(data)
+    return gzip.compress(data, compresslevel=level)
+
+
 @st.composite
-def _gzipped(draw, data: bytes) -> bytes:
-    packed = gzip.compress(data, compresslevel=1)
+def _csv(draw) -> str:
+    """CSV text with a header and hostile cells: quotes, separators and line breaks inside and out."""
+    header = draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=4))
+    rows = [",".join(header)]
+    for _ in range(draw(st.integers(0, 6))):
+        cells = []
+        for _ in range(draw(st.integers(0, 5))):
+            cell = draw(hostile_text(4))
+            if draw(st.booleans()):
+                cell = '"' + cell.replace('"', draw(st.sampled_from(['""', '"', '\\"']))) + '"'
+            cells.append(cell)
+        rows.append(draw(st.sampled_from([",", "\t", ";"])).join(cells))
+    return draw(st.sampled_from(["\n", "\r\n", "\r"])).join(rows)
+
+
+@st.composite
+def _gzipped(draw, data: bytes, codec: str = "gz") -> bytes:
+    packed = _compress(data, codec)
     damage = draw(st.integers(0, 7))
     if damage == 0:
         packed = packed[: draw(st.integers(0, len(packed)))]  # truncated
@@ -270,23 +299,28 @@ def _gzipped(draw, data: bytes) -> bytes:
     elif damage == 3:
         packed += draw(st.binary(min_size=1, max_size=32))  # trailing garbage
     elif damage == 4:
-        packed = gzip.compress(b"\0" * draw(st.integers(1, 4)) * 1_000_000, compresslevel=9)  # small bomb
+        packed = _compress(b"\0" * draw(st.integers(1, 4)) * 1_000_000, codec, 9)  # small bomb
     return packed
 
 
 @st.composite
 def cases(draw) -> Case:
-    kind = draw(st.sampled_from(["json", "nested", "jsonl", "text", "html", "bytes"]))
+    kind = draw(st.sampled_from(["json", "nested", "jsonl", "text", "html", "bytes", "array", "csv"]))
     if kind == "bytes":
-        data, fmt = draw(st.binary(max_size=2048)), draw(st.sampled_from(["json", "jsonl", "text", "html"]))
+        data, fmt = draw(st.binary(max_size=2048)), draw(st.sampled_from(["json", "jsonl", "text", "html", "csv"]))
+    elif kind == "array":  # a JSON array of articles and hostile values
+        items = draw(st.lists(st.one_of(json_article(), nested(), _json_value(2).map(_dump)), max_size=5))
+        data = draw(encoded("[" + draw(st.sampled_from([",", ", ", ",\n", " , "])).join(items) + "]"))
+        fmt = "json"
     else:
         text = {"json": json_article, "nested": nested, "jsonl": jsonl, "text": hostile_text,
-                "html": broken_html}[kind]()
+                "html": broken_html, "csv": _csv}[kind]()
         data = draw(encoded(draw(text)))
         fmt = {"nested": "json"}.get(kind, kind)
-    suffix = {"json": ".json", "jsonl": ".jsonl", "text": ".txt", "html": ".html"}[fmt]
+    suffix = {"json": ".json", "jsonl": ".jsonl", "text": ".txt", "html": ".html", "csv": ".csv"}[fmt]
     if draw(st.integers(0, 4)) == 0:
-        return Case(f"{kind}+gz", f"case{suffix}.gz", draw(_gzipped(data)))
+        codec = draw(st.sampled_from(["gz", "gz", "bz2", "zst"]))
+        return Case(f"{kind}+{codec}", f"case{suffix}.{codec}", draw(_gzipped(data, codec)))
     return Case(kind, f"case{suffix}", data)
 
 

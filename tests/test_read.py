@@ -401,7 +401,8 @@ def test_a_json_array_is_streamed_and_max_bytes_bounds_one_element(tmp_path):
 
 
 @pytest.mark.parametrize("data,reasons", [
-    (b"[]", []),
+    (b"[]", ["empty"]),
+    (b" [ ]\n", ["empty"]),
     (b'[{"text": "a b"}, {"text": ', [None, "invalid_json"]),
     (b'[{"text": "a b"} {"text": "c"}]', [None, "invalid_json"]),
     (b'[{"text": "a b"}, {"text": "x", "n": ' + b"9" * 5000 + b"}]", [None, None]),
@@ -474,7 +475,8 @@ def test_a_csv_row_longer_than_max_bytes_is_rejected_and_reading_goes_on(tmp_pat
 
 def test_a_header_only_or_empty_csv(tmp_path):
     assert [r["reason"] for r in parse_payload(b"", "a.csv", "a.csv", "csv")] == ["empty"]
-    assert list(parse_payload(b"title,text\n", "a.csv", "a.csv", "csv")) == []
+    [record] = parse_payload(b"title,text\n", "a.csv", "a.csv", "csv")
+    assert record["reason"] == "empty" and record["raw"] == "title,text"
 
 
 def _parquet(path, rows, row_group_size=3):
@@ -718,3 +720,16 @@ def test_a_warc_of_the_extraction_benchmark_scores_as_its_html_files(shared_data
     from_warc = [f1(p, truth[i]["articleBody"]) for p, i in zip(warc_pages, ids)]
     assert from_warc == from_html
     assert sum(from_warc) / len(ids) > 0.8  # and the extraction is the real one, not an empty match
+
+
+def test_files_of_many_records_without_any_are_one_empty_record(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"title": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                   str(tmp_path / "none.parquet"))
+    (tmp_path / "none.warc").write_bytes(b"")
+    (tmp_path / "none.jsonl.gz").write_bytes(gzip.compress(b"\n\n"))
+    for name in ("none.parquet", "none.warc", "none.jsonl.gz"):
+        [record] = _read(tmp_path / name)
+        assert record["reason"] == "empty", name

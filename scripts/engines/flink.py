@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -240,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["fetch", "up"])
     ap.add_argument("--work", type=Path, help="folder for conf, logs, tmp (default: a new temp folder)")
     args = ap.parse_args(argv)
+    # Stop everything on SIGTERM as on Ctrl-C, and on SIGINT even when started in
+    # the background (a non-interactive shell starts background jobs with SIGINT
+    # ignored): the JVMs run in their own sessions and would outlive this process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.stdout.reconfigure(line_buffering=True)  # the ports are read while it runs
     try:
         home = fetch_flink()
         print(f"Flink {FLINK_VERSION}: {home}")
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"job endpoint: {js['endpoint']}  (--runner=PortableRunner --job_endpoint={js['endpoint']})")
             pool = stack.enter_context(worker_pool(Path(sys.executable), work))
             print(f"worker pool: --environment_type=EXTERNAL --environment_config={pool['address']}")
-            print("Ctrl-C stops everything.")
+            print("Ctrl-C (or SIGTERM) stops everything.")
             try:
                 while True:
                     time.sleep(3600)
