@@ -234,7 +234,11 @@ def run(args) -> dict:
         print(f"  {lang}: recall {s['recall']:.4f}  precision {s['precision']:.4f}  "
               f"distinct articles folded {s['distinct_folded']}  lowest similarity {s['min_similarity']}")
     print(f"  pairs across languages: {scores['cross_language_pairs']}")
+    # Flat per-language figures, so `evaluate.py all` can check them against the targets.
+    flat = {f"{lang}_{key}": scores[lang][key] for lang in corpus for key in ("recall", "precision",
+                                                                             "distinct_folded")}
     return {
+        **flat,
         "languages": {lang: scores[lang] for lang in corpus},
         "cross_language_pairs": scores["cross_language_pairs"],
         "rejected": len(rejected),
