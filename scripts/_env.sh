@@ -15,8 +15,8 @@ NEWSBEAM_PYTHON_MINOR="3.12"
 _is_wanted_python() {
   # A pyenv shim is on PATH even when its version is not selected, and then
   # fails when run: a candidate counts only if it runs and says 3.12.
-  "$1" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$NEWSBEAM_PYTHON_MINOR' else 1)" \
-    >/dev/null 2>&1
+  # It must print the version: a program that ignores -c and exits 0 is not Python.
+  [[ "$("$1" -c "import sys; print('%d.%d' % sys.version_info[:2])" 2>/dev/null)" == "$NEWSBEAM_PYTHON_MINOR" ]]
 }
 
 pick_python() {
