@@ -465,3 +465,12 @@ def test_chinese_near_copy_is_a_near_duplicate(test_pipeline):
         assert_that(ids(out["articles"], "KeptIds"), equal_to(["a", "c"]), label="kept")
         assert_that(out["duplicates"] | beam.Map(lambda d: (d["id"], d["duplicate_of"], d["method"])),
                     equal_to([("b", "a", "near")]), label="dups")
+
+
+def test_chinese_near_copy_is_a_near_duplicate_in_passes_too(tmp_path):
+    other = "上海的天气预报说，周末将有大雨，提醒市民出行注意安全，并减少不必要的外出活动。"
+    arts = fix_hashes([art("a", ZH, "2024-05-01"), art("b", ZH.replace("春季", "秋季"), "2024-05-02"),
+                       art("c", other)])
+    kept, dups, _ = passes(arts, tmp_path=tmp_path)
+    assert kept == ["a", "c"]
+    assert [(d[0], d[1], d[2]) for d in dups] == [("b", "a", "near")]
