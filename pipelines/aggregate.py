@@ -93,7 +93,7 @@ UNKNOWN = "unknown"
 PERIODS = ("hour", "day", "week", "month")
 CSV_COLUMNS = ("entity", "label", "language", "period", "mentions", "documents")
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MICROS = 1_000_000
 _HOUR = 3600
 _DAY = 24 * _HOUR
@@ -113,7 +113,7 @@ def event_time_micros(published: str | None) -> int | None:
     except (TypeError, ValueError):
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
         return None
     return (parsed - _EPOCH) // datetime.timedelta(microseconds=1)
@@ -126,7 +126,7 @@ def _utc(micros: int) -> datetime.datetime:
 def month_bounds(micros: int) -> tuple[int, int]:
     """[start, end) in microseconds of the UTC calendar month holding ``micros``."""
     t = _utc(micros)
-    start = (datetime.datetime(t.year, t.month, 1, tzinfo=datetime.timezone.utc) - _EPOCH) // datetime.timedelta(
+    start = (datetime.datetime(t.year, t.month, 1, tzinfo=datetime.UTC) - _EPOCH) // datetime.timedelta(
         microseconds=1)
     days = calendar.monthrange(t.year, t.month)[1]
     return start, start + days * _DAY * _MICROS

@@ -123,7 +123,15 @@ def format_summary(summary: dict) -> str:
             lines.append(f"    {reason}: {n}")
     langs = ", ".join(f"{k} {v}" for k, v in summary["languages"].items()) or "-"
     lines.append(f"  languages:     {langs}")
-    no_model = summary.get("entities", {}).get("without_model_by_language")
+    coverage = summary.get("entities", {})
+    with_model = coverage.get("with_model_by_language")
+    if with_model:
+        found = coverage.get("with_entities_by_language", {})
+        lines.append("  with entities: " + ", ".join(
+            f"{k} {found.get(k, 0):,} of {v:,}" for k, v in with_model.items())
+            + (" (models: " + ", ".join(f"{k} {v}" for k, v in coverage["models"].items()) + ")"
+               if coverage.get("models") else ""))
+    no_model = coverage.get("without_model_by_language")
     if no_model:
         lines.append("  no NER model:  " + ", ".join(f"{k} {v}" for k, v in no_model.items())
                      + " (articles kept without entities; see --spacy-model)")

@@ -11,7 +11,8 @@ How it decides, in order:
    boilerplate pages therefore collapse to one representative before any
    near-duplicate work.
 2. **Candidates.** Each representative (and each history fingerprint) is cut
-   into word 5-gram shingles, hashed to 32 bits; a datasketch MinHash of those
+   into shingles (word 5-grams; character 3-grams in scripts written without
+   spaces), hashed to 32 bits; a datasketch MinHash of those
    hashes is split into LSH bands and every band value becomes a Beam key. Only
    articles sharing a band bucket are ever compared, so cost grows with the
    input, not its square. A bucket of at most ``bucket_cap`` members yields all
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
@@ -58,7 +60,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.clean import normalise_for_hash
+from pipelines.clean import UNSPACED_LETTER, normalise_for_hash
 from pipelines.records import load_schema, read_avro_matched
 from pipelines.write import WriteRecords
 
@@ -94,9 +96,16 @@ HISTORY_FOLDER = "dedupe"
 FINGERPRINT_SCHEMA = "fingerprint"
 
 SHINGLE_WORDS = 5
+# Scripts written without spaces (clean.UNSPACED_LETTER) are shingled by
+# characters: word 5-grams never match there (one "word" per sentence).
+# Character 3-grams were chosen on zh/ja/th near copies (scripts/evaluate.py
+# dedupe-scripts; figures in the README).
+SHINGLE_CHARS = 3
 # Names how fingerprint shingles are made; history written under another
 # scheme is still used for exact matching but not compared for near matching.
-SHINGLE_SCHEME = "words5-blake2b32"
+# "words5-blake2b32" (before unspaced scripts were shingled by characters)
+# made the same shingles for text without unspaced-script letters.
+SHINGLE_SCHEME = "words5-chars3-blake2b32"
 NUM_PERM = 128
 MINHASH_SEED = 1
 # Chance that a pair exactly at the threshold shares at least one band; LSH
@@ -157,21 +166,48 @@ def resolve_exact_group(articles: Iterable[dict], history: Iterable[dict] = ()) 
     return kept, [duplicate_record(a, kept["id"], "exact", 1.0) for a in ordered[1:]]
 
 
-def shingle_hashes(text: str, words: int = SHINGLE_WORDS) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the word ``words``-grams of the normalised text.
+def _hash32(shingle: str) -> int:
+    return int.from_bytes(hashlib.blake2b(shingle.encode("utf-8"), digest_size=4).digest(), "little")
 
-    Text shorter than one shingle is a single shingle; text without a word
-    character has none (it can still be an exact duplicate).
+
+def _runs(text: str) -> Iterator[tuple[bool, list[str]]]:
+    """(unspaced, tokens) for each run of consecutive whitespace tokens that
+    do / do not hold letters of a script written without spaces."""
+    return itertools.groupby(text.split(), key=lambda token: UNSPACED_LETTER.search(token) is not None)
+
+
+def _grams(units, span: int) -> Iterator:
+    span = min(span, len(units))
+    return (units[i:i + span] for i in range(len(units) - span + 1))
+
+
+def _unspaced_chars(tokens: Iterable[str]) -> str:
+    # Letters, combining marks (Thai vowels and tones) and digits, with case and
+    # width folded; spaces and punctuation between them do not count.
+    folded = unicodedata.normalize("NFKC", "".join(tokens)).casefold()
+    return "".join(ch for ch in folded if ch.isalnum() or unicodedata.category(ch).startswith("M"))
+
+
+def shingle_hashes(text: str, words: int = SHINGLE_WORDS, chars: int = SHINGLE_CHARS) -> np.ndarray:
+    """Sorted unique 32-bit hashes of the text's shingles (``SHINGLE_SCHEME``).
+
+    Runs of whitespace tokens in spaced scripts give the word ``words``-grams
+    of their normalised text (``clean.normalise_for_hash``); runs of tokens
+    holding letters of an unspaced script give the character ``chars``-grams
+    of their letters, marks and digits. A run shorter than one shingle is a
+    single shingle; text without a word character has none (it can still be an
+    exact duplicate). Text without unspaced-script letters gets exactly the
+    shingles of the earlier "words5-blake2b32" scheme.
     """
-    tokens = normalise_for_hash(text).split()
-    if not tokens:
-        return np.zeros(0, dtype="<u4")
-    span = min(words, len(tokens))
-    hashes = {
-        int.from_bytes(hashlib.blake2b(" ".join(tokens[i:i + span]).encode("utf-8"), digest_size=4).digest(),
-                       "little")
-        for i in range(len(tokens) - span + 1)
-    }
+    hashes = set()
+    for unspaced, tokens in _runs(text):
+        if unspaced:
+            letters = _unspaced_chars(tokens)
+            # A prefix no word shingle has, so "abc" from a mixed run never meets the word "abc".
+            hashes.update(_hash32("\x00" + gram) for gram in _grams(letters, chars) if gram)
+        else:
+            normalised = normalise_for_hash(" ".join(tokens)).split()
+            hashes.update(_hash32(" ".join(gram)) for gram in _grams(normalised, words) if gram)
     return np.array(sorted(hashes), dtype="<u4")
 
 

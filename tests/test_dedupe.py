@@ -417,3 +417,60 @@ def test_passes_give_what_the_beam_transform_gives(test_pipeline, tmp_path, seed
         beam_counters[c.key.metric.name] += c.committed  # one entry per step that counts the name
     assert {f"dedupe:{k}": v for k, v in beam_counters.items() if v} == {k: v for k, v in counters.items() if v}
     assert dups, "the corpus must contain duplicates for the comparison to mean anything"
+
+
+# --- scripts written without spaces ------------------------------------------------------------
+
+ZH = ("北京市政府今天宣布，将在明年春季开放三座新的城市公园，并扩建地铁线路以缓解交通压力。"
+      "市民代表表示欢迎，但也希望政府公开工程预算，接受社会监督。专家认为，这些项目有助于改善空气质量。")
+
+
+def _words5_only(text_):
+    """The earlier words5-blake2b32 scheme, written out."""
+    import hashlib
+
+    from pipelines.clean import normalise_for_hash
+
+    tokens = normalise_for_hash(text_).split()
+    span = min(5, len(tokens))
+    return sorted({int.from_bytes(hashlib.blake2b(" ".join(tokens[i:i + span]).encode(), digest_size=4).digest(),
+                                  "little") for i in range(len(tokens) - span + 1)})
+
+
+def test_spaced_text_keeps_the_shingles_of_the_earlier_scheme():
+    for words in (story(1), story(2, 3), ["Le", "président,", "a", "parlé"] * 4):
+        assert list(shingle_hashes(text(words))) == _words5_only(text(words))
+
+
+def test_unspaced_text_is_shingled_by_characters():
+    assert len(shingle_hashes(ZH)) > 50  # one whitespace token, yet many shingles
+    changed = ZH.replace("春季", "秋季").replace("监督", "监察")  # 2 of ~90 characters
+    assert sim(ZH, changed) >= 0.8
+    assert sim(ZH, ZH[len(ZH) // 2:] + ZH[:len(ZH) // 2]) < 0.99
+    assert sim(ZH, "上海的天气预报说，周末将有大雨，提醒市民出行注意安全，并减少不必要的外出活动。") < 0.1
+
+
+def test_thai_marks_count_in_character_shingles():
+    # Two words that differ only in a vowel mark: word shingles of the
+    # normalised text would drop the mark and see the same letters.
+    assert sim("ใกล้ไกล", "ใกลไกล") < 1.0
+
+
+def test_chinese_near_copy_is_a_near_duplicate(test_pipeline):
+    copy = ZH.replace("春季", "秋季")
+    arts = fix_hashes([art("a", ZH, "2024-05-01"), art("b", copy, "2024-05-02"),
+                       art("c", "上海的天气预报说，周末将有大雨，提醒市民出行注意安全，并减少不必要的外出活动。")])
+    with test_pipeline() as p:
+        out = p | beam.Create(arts) | DedupeArticles(0.8)
+        assert_that(ids(out["articles"], "KeptIds"), equal_to(["a", "c"]), label="kept")
+        assert_that(out["duplicates"] | beam.Map(lambda d: (d["id"], d["duplicate_of"], d["method"])),
+                    equal_to([("b", "a", "near")]), label="dups")
+
+
+def test_chinese_near_copy_is_a_near_duplicate_in_passes_too(tmp_path):
+    other = "上海的天气预报说，周末将有大雨，提醒市民出行注意安全，并减少不必要的外出活动。"
+    arts = fix_hashes([art("a", ZH, "2024-05-01"), art("b", ZH.replace("春季", "秋季"), "2024-05-02"),
+                       art("c", other)])
+    kept, dups, _ = passes(arts, tmp_path=tmp_path)
+    assert kept == ["a", "c"]
+    assert [(d[0], d[1], d[2]) for d in dups] == [("b", "a", "near")]

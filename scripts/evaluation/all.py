@@ -1,4 +1,4 @@
-"""Every evaluation (clean, dedupe, language, ner on CoNLL-2003 and CoNLL++) and one report table against the targets.
+"""Every evaluation (clean, dedupe, dedupe_scripts, language, ner on CoNLL-2003 and CoNLL++), one table of targets.
 
 Each evaluation module's own ``add_arguments`` builds its arguments (so its
 defaults apply) with ``--data`` pointed at its folder under ``--data-root``;
@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,7 @@ EVALUATIONS = (
     Evaluation("language", "language", "lingua-langid"),
     Evaluation("ner_conll2003", "ner", "conll2003/valid.txt"),
     Evaluation("ner_conllpp", "ner", "conllpp-2020/conllpp_dev.txt"),
+    Evaluation("dedupe_scripts", "dedupe_scripts", "lingua-langid"),
 )
 
 # The targets of the stage issues, as data.
@@ -62,6 +63,13 @@ TARGETS = (
     Target("language", "deterministic", "==", True, "same answers in another order"),
     Target("ner_conll2003", "f1", ">=", "raw_f1", "entity F1 not below the raw model"),
     Target("ner_conllpp", "f1", ">=", "raw_f1", "entity F1 not below the raw model"),
+    # Issue 16: the md English model, near copies in scripts written without spaces.
+    Target("ner_conll2003", "f1", ">=", 0.715, "entity F1, default English model"),
+    Target("ner_conllpp", "f1", ">=", 0.775, "entity F1, default English model"),
+    *(t for lang in ("zh", "ja", "th") for t in (
+        Target("dedupe_scripts", f"{lang}_recall", ">=", 0.95, f"{lang} near copies (2% edited) found"),
+        Target("dedupe_scripts", f"{lang}_distinct_folded", "==", 0, f"{lang} distinct articles folded"))),
+    Target("dedupe_scripts", "en_distinct_folded", "==", 0, "en distinct articles folded"),
 )
 
 PASS, FAIL, NO_TARGET, MISSING = "pass", "FAIL", "", "missing"
@@ -234,7 +242,7 @@ def run(args, importer=_import) -> dict:
         if "error" in results[evaluation.name]:
             print(f"=== {evaluation.name}: did not run: {results[evaluation.name]['error']}", flush=True)
     command = "scripts/evaluate.py all" + (f" --only {args.only}" if args.only else "")
-    report = render_report(results, args.data_root, command, datetime.now(timezone.utc))
+    report = render_report(results, args.data_root, command, datetime.now(UTC))
     write_report(args.report, report)
     print("\n" + report)
     print(f"report written to {args.report}")

