@@ -195,9 +195,12 @@ def test_an_interrupt_is_one_line_exit_status_and_no_orphans(tmp_path, signame, 
     out.mkdir()
     (out / "summary.json").write_text('{"previous": true}')
     # small parts: the run goes to its pool of worker processes
+    # As from a terminal: a test run in a background job (CI under nohup ... &)
+    # inherits SIGINT ignored, and newsbeam rightly leaves an ignored SIGINT ignored.
     proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(folder), "--output", str(out),
                              "--chunk-bytes", "100000"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         workers = []
