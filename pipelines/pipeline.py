@@ -3,14 +3,16 @@ extract-entities -> aggregate -> write. Nothing here but wiring.
 
 ``build_pipeline`` is the whole run as one Beam pipeline (what a cluster
 runner executes: its shuffle handles any size). The ``build_*_phase``
-functions cut the same stages into four pipelines that meet through files,
-so that a local runner, which keeps every shuffle in memory, can run a big
-input in parts (``pipelines.orchestrate`` decides the parts):
+functions and ``run_dedupe_phase`` cut the same stages into four phases that
+meet through files, so that a local runner, which keeps every shuffle in
+memory, can run a big input in parts (``pipelines.orchestrate`` decides the
+parts):
 
 1. ``clean``, per part of the input: read -> clean; clean articles and their
    dedupe fingerprints to files, rejected records to the output;
 2. ``dedupe``, once: the dedupe decisions over every fingerprint (compact
-   records, never the articles) -> duplicate records;
+   records, never the articles) -> duplicate records, in passes over the
+   fingerprint files rather than as a Beam pipeline;
 3. ``annotate``, per part: clean articles -> keep those not decided
    duplicates -> detect-language -> extract-entities -> articles, and the
    part's entity counts to files;
