@@ -120,8 +120,8 @@ def format_summary(summary: dict) -> str:
         lines.insert(1, f"  skipped:       {n} {'path' if n == 1 else 'paths'} {what}")
     for reason, n in summary["rejected"].items():
         if reason != "total":
-            lines.append(f"    {reason}: {n}")
-    langs = ", ".join(f"{k} {v}" for k, v in summary["languages"].items()) or "-"
+            lines.append(f"    {reason}: {n:,}")
+    langs = ", ".join(f"{k} {v:,}" for k, v in summary["languages"].items()) or "-"
     lines.append(f"  languages:     {langs}")
     coverage = summary.get("entities", {})
     with_model = coverage.get("with_model_by_language")
