@@ -365,38 +365,147 @@ def looks_binary(data: bytes) -> bool:
     return b"\x00" in head
 
 
+def _utf8_with_cp1252(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not UTF-8 are read as cp1252.
+
+    A UTF-8 feed with a bad byte is nearly always one that pasted legacy
+    (cp1252) text; reading those bytes as cp1252 gives the letters back, where
+    ``replace`` would lose them. cp1252's five unassigned bytes become U+FFFD.
+    """
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start:error.end].decode("cp1252", errors="replace"), error.end
+
+
+UTF8_FALLBACK = "newsbeam-cp1252"
+codecs.register_error(UTF8_FALLBACK, _utf8_with_cp1252)
+
+# uchardet is fast (about 1 ms per 10 KB) but linear: a long file is judged by samples of it.
+DETECT_SAMPLE_BYTES = 128 * 1024
+_ESCAPED_RUN = re.compile("[\udc80-\udcff]+")
+_C1_BYTES = re.compile(b"[\x80-\x9f]")
+
+# Encodings uchardet tells apart reliably: CJK multi-byte ones (whose byte
+# pairs often happen to be valid UTF-8 too, so they are tried first) and code
+# pages of other scripts than Latin. Its answer stands.
+_MULTIBYTE_CODECS = frozenset((
+    "shift_jis", "cp932", "euc_jp", "iso2022_jp", "gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp950",
+    "euc_kr", "cp949", "iso2022_kr"))
+_SCRIPT_CODECS = _MULTIBYTE_CODECS | frozenset((
+    "cp1251", "koi8-r", "koi8-u", "cp866", "iso8859-5", "cp1253", "iso8859-7", "cp1255", "iso8859-8",
+    "cp1256", "iso8859-6", "cp874", "tis-620"))
+# Where news in a Latin-script language shipped before UTF-8 (its Windows code
+# page first). For Latin text uchardet often names a code page of the right
+# family but the wrong language, or a DOS or Mac one no web page used
+# (Icelandic cp1252 as IBM852, Albanian as ISO-8859-13): its answer stands
+# only when it is one of these for the language the text is in.
+_LATIN_PAGES = {
+    **dict.fromkeys(("bs", "cs", "hr", "hu", "pl", "ro", "sk", "sl", "sr"), ("cp1250", "iso8859-2")),
+    **dict.fromkeys(("tr", "az", "ku"), ("cp1254", "iso8859-9")),
+    **dict.fromkeys(("lt", "lv"), ("cp1257", "iso8859-13", "iso8859-4")),
+    "et": ("cp1257", "cp1252", "iso8859-15"),
+    **dict.fromkeys(("mt", "eo"), ("iso8859-3",)),
+    "vi": ("cp1258",),
+}
+_WESTERN_PAGES = ("cp1252", "iso8859-15")
+# The Windows code page that holds an ISO-8859 page's letters plus curly
+# quotes, dashes and the euro in bytes 0x80-0x9F (C1 controls, never text, in ISO-8859).
+_WINDOWS_OF = {"iso8859-1": "cp1252", "iso8859-15": "cp1252", "iso8859-2": "cp1250", "iso8859-7": "cp1253",
+               "iso8859-8": "cp1255", "iso8859-9": "cp1254", "iso8859-13": "cp1257", "iso8859-4": "cp1257",
+               "iso8859-6": "cp1256", "tis-620": "cp874"}
+_LANGID = None
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """True when the bytes are UTF-8 with a few bad spots: at least as many
+    valid non-ASCII characters as runs of bytes that are not UTF-8. Legacy
+    single-byte text almost never forms valid multi-byte sequences."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    bad_runs = _ESCAPED_RUN.findall(text)
+    valid = sum(1 for ch in text if ch > "\x7f") - sum(map(len, bad_runs))
+    return valid > 0 and valid >= len(bad_runs)
+
+
+def _detect_sample(data: bytes) -> bytes:
+    if len(data) <= 3 * DETECT_SAMPLE_BYTES:
+        return data
+    mid = len(data) // 2 - DETECT_SAMPLE_BYTES // 2
+    return (data[:DETECT_SAMPLE_BYTES] + b"\n" + data[mid:mid + DETECT_SAMPLE_BYTES] + b"\n"
+            + data[-DETECT_SAMPLE_BYTES:])
+
+
+def _uchardet(sample: bytes) -> str | None:
+    import cchardet
+
+    name = cchardet.detect(sample).get("encoding")
+    try:
+        return codecs.lookup(name).name if name else None
+    except LookupError:
+        return None
+
+
+def _language_of(sample: bytes) -> str:
+    """The language of text whose accented letters may be misread: the rest carries it."""
+    global _LANGID
+    if _LANGID is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _LANGID = LanguageIdentifier.from_model_file(MODEL_FILE)
+    return _LANGID.classify(sample[:8192].decode("cp1252", errors="replace"))[0]
+
+
+def detect_encoding(data: bytes) -> str:
+    """The legacy encoding of bytes that are not UTF-8, as a Python codec name.
+
+    uchardet (faust-cchardet) names it; for Latin-script text its answer is
+    checked against the code pages the text's language (py3langid) shipped in.
+    """
+    sample = _detect_sample(data)
+    return _legacy_encoding(sample, _uchardet(sample))
+
+
+def _legacy_encoding(sample: bytes, guess: str | None) -> str:
+    if guess not in _SCRIPT_CODECS:
+        pages = _LATIN_PAGES.get(_language_of(sample), _WESTERN_PAGES)
+        guess = guess if guess in pages or (guess == "iso8859-1" and "cp1252" in pages) else pages[0]
+    if guess in _WINDOWS_OF and (guess == "iso8859-1" or _C1_BYTES.search(sample)):
+        guess = _WINDOWS_OF[guess]
+    return "koi8-u" if guess == "koi8-r" else guess  # KOI8-U is KOI8-R with Ukrainian letters for box drawing
+
+
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode text whatever its encoding: (text, encoding used).
 
-    UTF-8 first (news files mostly are), then charset detection for the
-    cp1252/latin-1 files that still circulate; latin-1 as the last resort
-    because it maps every byte and so can never fail.
+    UTF-8 first (news files mostly are); then a CJK multi-byte encoding when
+    uchardet names one; then UTF-8 with a few bad bytes, read as cp1252
+    (``utf-8+cp1252``: a feed that pasted legacy text); then the legacy code
+    page ``detect_encoding`` gives; cp1252, then latin-1, which maps every
+    byte and so can never fail, as the last resort. ``scripts/evaluate.py
+    encodings`` measures it against charset_normalizer, used before.
     """
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+        return data[3:].decode("utf-8", errors=UTF8_FALLBACK), "utf-8-sig"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16", errors="replace"), "utf-16"
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is not None and best.encoding:
-        enc = best.encoding
-        # Single-byte western text is overwhelmingly cp1252 in news; detectors
-        # often say latin-1 for it, which turns curly quotes into C1 controls.
-        if enc in ("latin_1", "iso8859_1", "iso8859_15"):
-            enc = "cp1252"
+    sample = _detect_sample(data)
+    guess = _uchardet(sample)
+    if guess in _MULTIBYTE_CODECS:
         try:
-            return data.decode(enc), enc
-        except (UnicodeDecodeError, LookupError):
+            return data.decode(guess), guess
+        except UnicodeDecodeError:
+            guess = None
+    if _mostly_utf8(data):
+        return data.decode("utf-8", errors=UTF8_FALLBACK), "utf-8+cp1252"
+    for encoding in (_legacy_encoding(sample, guess), "cp1252"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
             pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+    return data.decode("latin-1"), "latin-1"
 
 
 def _first(obj: dict, names: Iterable[str]):
@@ -647,7 +756,7 @@ def iter_json_array(stream, source: str, key: str, max_bytes: int) -> Iterator[d
     (ijson's C backend, the usual choice, crashes the process on a number of
     5,000 digits: a worker must survive any input.)"""
     decoder = json.JSONDecoder(parse_int=_parse_int)
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors=UTF8_FALLBACK)
     buf, i, eof = "", 0, False
 
     def fill(want: int) -> bool:
@@ -782,7 +891,8 @@ def _sniff_encoding(head: bytes) -> str:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
-        return decode_bytes(head)[1]
+        encoding = decode_bytes(head)[1]
+        return "utf-8" if encoding == "utf-8+cp1252" else encoding
 
 
 class _RecordTooLarge(Exception):
@@ -803,7 +913,9 @@ def iter_csv(stream, source: str, key: str, max_bytes: int, delimiter: str = ","
     if looks_binary(head):
         yield rejected(source, STAGE, "binary", "file looks binary (NUL bytes), not CSV", repr(head[:200]))
         return
-    text = io.TextIOWrapper(stream, encoding=_sniff_encoding(head), errors="replace", newline="")
+    encoding = _sniff_encoding(head)
+    errors = UTF8_FALLBACK if encoding.startswith("utf-8") else "replace"
+    text = io.TextIOWrapper(stream, encoding=encoding, errors=errors, newline="")
     # The csv module's own limit is 128 KiB per field; records are bounded below instead.
     csv.field_size_limit(max(csv.field_size_limit(), max_bytes + 1))
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Quality evaluations on real data: ``scripts/evaluate.py {clean,dedupe,dedupe_scripts,language,ner,all} ...``.
+"""Quality evaluations on real data: ``scripts/evaluate.py NAME ...``, NAME one of
+{clean,dedupe,dedupe_scripts,encodings,language,ner,all}.
 
 Each subcommand lives in ``scripts/evaluation/<name>.py`` with ``add_arguments(parser)``
 and ``run(args) -> dict``; it prints its figures and, as its last line, one JSON
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUBCOMMANDS = ("clean", "dedupe", "dedupe_scripts", "language", "ner", "all")
+SUBCOMMANDS = ("clean", "dedupe", "dedupe_scripts", "encodings", "language", "ner", "all")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,10 +253,11 @@ def test_evaluate_all_writes_one_table_and_survives_missing_and_failing_evaluati
     assert "| ner_conllpp | f1_per_type.PER | 0.8 |  |  |" in text
     assert result["evaluations"]["ner_conllpp"]["data_seen"].endswith("conllpp-2020/conllpp_dev.txt")
     assert result["evaluations"]["dedupe"]["data_seen"].endswith("bbc-news")
-    # The issue-16 targets: NER F1 0.64 misses 0.715 and 0.775; dedupe_scripts is not there.
+    # The issue-16 targets: NER F1 0.64 misses 0.715 and 0.775; dedupe_scripts and encodings are not there.
     assert "| ner_conll2003 | f1 — entity F1, default English model | 0.64 | >= 0.715 | FAIL |" in text
     assert "| dedupe_scripts | — | — | — | missing: ModuleNotFoundError" in text
-    assert (result["passed"], result["failed"], result["missing"]) == (5, 3, 2)
+    assert "| encodings | — | — | — | missing: ModuleNotFoundError" in text
+    assert (result["passed"], result["failed"], result["missing"]) == (5, 3, 3)
     assert not (tmp_path / "eval-report.md.tmp").exists()
 
     modules["language"] = _module("language", error=RuntimeError("profiles not found"))
@@ -283,3 +284,31 @@ def test_check_compares_a_figure_with_its_target(value, target, op, expected):
 def test_evaluate_all_rejects_an_unknown_evaluation_name():
     with pytest.raises(SystemExit, match="unknown evaluation"):
         report.selected("clean,nope")
+
+
+def test_encodings_evaluation_reads_back_what_it_wrote(tmp_path, capsys):
+    encodings = _load("newsbeam_eval_encodings", REPO / "scripts" / "evaluation" / "encodings.py")
+    sentences = tmp_path / "sentences"
+    sentences.mkdir()
+    (sentences / "fr.txt").write_text("\n".join(
+        f"L\u2019\u00e9l\u00e8ve n\u00b0{i} a d\u00e9clar\u00e9 \u00ab tr\u00e8s bien \u00bb \u00e0 l\u2019\u00e9cole."
+        for i in range(8)), encoding="utf-8")
+    (sentences / "ru.txt").write_text("\n".join(
+        f"\u041f\u0440\u0435\u0437\u0438\u0434\u0435\u043d\u0442 \u0437\u0430\u044f\u0432\u0438\u043b {i} "
+        "\u0436\u0443\u0440\u043d\u0430\u043b\u0438\u0441\u0442\u0430\u043c." for i in range(8)), encoding="utf-8")
+    args = argparse.Namespace(data=str(tmp_path), sentences=4, docs=2, seed=1, worst=3)
+    result = encodings.run(args)
+    per = result["recovered_per_encoding"]
+    assert {"cp1252", "cp1251", "koi8_r", "utf-8, one bad byte", "utf-8 + a cp1252 line"} <= set(per)
+    assert result["documents"] == sum(1 for _ in encodings.cases(tmp_path, 4, 2, 1))
+    assert 0 <= result["baseline_recovered"] <= 1 and result["recovered"] >= 0.9
+    assert "written as" in capsys.readouterr().out
+
+
+def test_a_damaged_utf8_document_counts_as_recovered_only_around_the_damage():
+    encodings = _load("newsbeam_eval_encodings", REPO / "scripts" / "evaluation" / "encodings.py")
+    expected = "abc" + "def"
+    assert encodings.recovered("abc\ufffd\ufffddef", expected, damaged=True)
+    assert encodings.recovered("abc\u00ff\u00a9def", expected, damaged=True)
+    assert not encodings.recovered("abc\ufffddeX", expected, damaged=True)
+    assert not encodings.recovered("abcdef", "abcdeg", damaged=False)

@@ -52,6 +52,38 @@ def test_latin1_text_is_decoded_not_crashed():
     assert encoding != "utf-8"
 
 
+@pytest.mark.parametrize("text,encoding", [
+    # Repetitive western text: charset_normalizer, used before, read this as cp1257 ("d\u00e9j\u0105").
+    ("Title\n" + "Caf\u00e9 d\u00e9j\u00e0 vu \u201cquoted\u201d. " * 2000, "cp1252"),
+    ("Pr\u00edli\u0161 \u017elu\u0165ou\u010dk\u00fd k\u016f\u0148 \u00fap\u011bl \u010f\u00e1belsk\u00e9 \u00f3dy, "
+     "\u201eodpov\u011bd\u011bl\u201c ministr. " * 20, "cp1250"),
+    ("\u0104\u017euolas ir ki\u0161kis \u0161oko per tvor\u0105, \u201esak\u0117\u201c Lietuvos \u017eem\u0117s "
+     "\u016bkininkai. " * 20, "cp1257"),
+    ("\u041a\u0438\u0457\u0432 \u0456 \u0491\u0430\u043d\u043e\u043a: \u0443\u0440\u044f\u0434 "
+     "\u0443\u0445\u0432\u0430\u043b\u0438\u0432 \u0440\u0456\u0448\u0435\u043d\u043d\u044f \u0449\u043e\u0434\u043e "
+     "\u0454\u0434\u0438\u043d\u043e\u0433\u043e \u0431\u044e\u0434\u0436\u0435\u0442\u0443. " * 20, "koi8_u"),
+    ("\u65e5\u672c\u306e\u9996\u76f8\u306f\u8a18\u8005\u4f1a\u898b\u3067\u3001\u7d4c\u6e08\u653f\u7b56"
+     "\u306b\u3064\u3044\u3066\u8aac\u660e\u3057\u307e\u3057\u305f\u3002" * 20, "euc_jp"),
+])
+def test_legacy_encodings_read_back_as_written(text, encoding):
+    assert decode_bytes(text.encode(encoding))[0] == text
+
+
+def test_utf8_with_one_bad_byte_stays_utf8():
+    text = "Z\u00fcrich und M\u00fcnchen sind St\u00e4dte. \u00c7a va tr\u00e8s bien. " * 50
+    damaged = text.encode()[:100] + b"\xff" + text.encode()[100:]
+    decoded, encoding = decode_bytes(damaged)
+    assert encoding == "utf-8+cp1252"
+    assert decoded.replace("\u00ff", "", 1) == text
+
+
+def test_utf8_with_a_pasted_cp1252_line_reads_both():
+    lines = ["Gr\u00fc\u00dfe aus K\u00f6ln, sagte die B\u00fcrgermeisterin.",
+             "\u201eDas Caf\u00e9 ist offen\u201c, hie\u00df es."]
+    data = lines[0].encode() + b"\n" + lines[1].encode("cp1252") + b"\n" + lines[0].encode()
+    assert decode_bytes(data) == ("\n".join([lines[0], lines[1], lines[0]]), "utf-8+cp1252")
+
+
 def test_utf8_bom_is_stripped():
     assert decode_bytes(b"\xef\xbb\xbfHello") == ("Hello", "utf-8-sig")
 
@@ -463,6 +495,18 @@ def test_a_broken_csv_row_costs_that_row_only():
     assert [(r["source"], r.get("reason")) for r in records] == [
         ("a.csv#1", None), ("a.csv#2", "invalid_csv"), ("a.csv#3", None), ("a.csv#4", "invalid_csv")]
     assert records[1]["raw"].startswith("B,")
+
+
+@pytest.mark.parametrize("fmt,head", [("csv", b"title,text\n"), ("json", b"[")])
+def test_a_cp1252_row_in_a_utf8_stream_keeps_its_letters(fmt, head):
+    good = "Gr\u00fc\u00dfe aus K\u00f6ln"
+    pasted = "\u201eCaf\u00e9\u201c"
+    if fmt == "csv":
+        data = head + f"A,{good}\n".encode() + b"B," + pasted.encode("cp1252") + b"\n"
+    else:
+        data = (head + f'{{"text": "{good}"}}, {{"text": "'.encode() + pasted.encode("cp1252") + b'"}]')
+    records = list(parse_payload(data, f"a.{fmt}", f"a.{fmt}", fmt))
+    assert [r["text"] for r in records] == [good, pasted]
 
 
 def test_a_csv_row_longer_than_max_bytes_is_rejected_and_reading_goes_on(tmp_path):

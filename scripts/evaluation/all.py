@@ -49,6 +49,7 @@ EVALUATIONS = (
     Evaluation("ner_conll2003", "ner", "conll2003/valid.txt"),
     Evaluation("ner_conllpp", "ner", "conllpp-2020/conllpp_dev.txt"),
     Evaluation("dedupe_scripts", "dedupe_scripts", "lingua-langid"),
+    Evaluation("encodings", "encodings", "lingua-langid"),
 )
 
 # The targets of the stage issues, as data.
@@ -70,6 +71,11 @@ TARGETS = (
         Target("dedupe_scripts", f"{lang}_recall", ">=", 0.95, f"{lang} near copies (2% edited) found"),
         Target("dedupe_scripts", f"{lang}_distinct_folded", "==", 0, f"{lang} distinct articles folded"))),
     Target("dedupe_scripts", "en_distinct_folded", "==", 0, "en distinct articles folded"),
+    # Issue 15: legacy encodings and damaged UTF-8 read back as written.
+    Target("encodings", "recovered", ">=", 0.95, "documents read back exactly"),
+    Target("encodings", "recovered", ">=", "baseline_recovered", "not below charset_normalizer alone"),
+    Target("encodings", "cp1252_recovered", ">=", 0.98, "cp1252 documents read back exactly"),
+    Target("encodings", "damaged_utf8_recovered", ">=", 0.98, "UTF-8 with one bad byte stays UTF-8"),
 )
 
 PASS, FAIL, NO_TARGET, MISSING = "pass", "FAIL", "", "missing"
