@@ -37,7 +37,7 @@ from collections import Counter, defaultdict
 from apache_beam.io.filesystems import FileSystems
 
 __all__ = [
-    "EXAMPLES", "MAX_LABELS", "MAX_PERIODS", "MAX_RUNS", "TOP_PER_LABEL", "TOP_TABLE",
+    "EXAMPLES", "MAX_LABELS", "MAX_PERIODS", "MIN_LINE_PERIODS", "MAX_RUNS", "TOP_PER_LABEL", "TOP_TABLE",
     "ReportError", "build_report_data", "chart_specs", "coverage_rows", "period_start", "render_html", "vega_bundle",
     "write_report",
 ]
@@ -46,6 +46,11 @@ TOP_PER_LABEL = 10
 ENTITY_CHART_WIDTH = 860
 MAX_LABELS = 12
 MAX_PERIODS = 366
+# A time axis is drawn as lines only when the periods with mentions are at
+# least this many and fill at least half of their span; sparser data (a few
+# months scattered over years) would be a few lone dots joined across the
+# gaps, so it is drawn as bars, one group per period, instead.
+MIN_LINE_PERIODS = 6
 TOP_TABLE = 50
 TOP_SHOWN = 15  # of TOP_TABLE, the rest behind a click
 EXAMPLES = 3
@@ -134,6 +139,15 @@ def period_start(label: str) -> tuple[str, str] | None:
     return None
 
 
+def _span(kind: str | None, first: str, last: str) -> int:
+    """How many periods of ``kind`` run from the one starting at ``first`` to the one at ``last`` (ISO starts)."""
+    a, b = (dt.datetime.strptime(x, "%Y-%m-%dT%H:%M:%SZ") for x in (first, last))
+    if kind == "month":
+        return (b.year - a.year) * 12 + b.month - a.month + 1
+    hours = int((b - a).total_seconds() // 3600)
+    return hours + 1 if kind == "hour" else hours // (24 * 7 if kind == "week" else 24) + 1
+
+
 def aggregate_entities(records_twice, top_per_label: int = TOP_PER_LABEL, max_labels: int = MAX_LABELS,
                        max_periods: int = MAX_PERIODS, top_table: int = TOP_TABLE) -> dict:
     """Entity counts for the page. ``records_twice()`` returns a fresh
@@ -165,19 +179,28 @@ def aggregate_entities(records_twice, top_per_label: int = TOP_PER_LABEL, max_la
                 series[(key, r["period"], start[1])] += r["mentions"]
     periods = sorted({(t, p) for (_, p, t) in series})
     dropped_periods = max(len(periods) - max_periods, 0)
-    kept = {p for _, p in periods[dropped_periods:]}
+    periods = periods[dropped_periods:]
+    kind = kinds.most_common(1)[0][0] if kinds else None
+    as_lines = len(periods) >= MIN_LINE_PERIODS and 2 * len(periods) >= _span(kind, periods[0][0], periods[-1][0])
+    rows = {key_p: n for key_p, n in series.items() if key_p[1] in {p for _, p in periods}}
+    if as_lines:
+        # A period in which an entity is not mentioned is a 0 on its line, not a gap the line bridges.
+        for key in {k for (k, _, _) in rows}:
+            for t, p in periods:
+                rows.setdefault((key, p, t), 0)
+    order = {p: i for i, (_, p) in enumerate(periods)}
     return {
         "labels": labels,
         "top": [{"entity": e, "label": label, "mentions": n, "documents": documents[(e, label)]}
                 for (e, label), n in totals.most_common(top_table)],
         "best": [{"entity": e, "label": label, "mentions": totals[(e, label)], "documents": documents[(e, label)]}
                  for (e, label) in sorted(chosen, key=lambda k: (-totals[k], k))],
-        "series": [{"entity": e, "label": label, "period": p, "t": t, "mentions": n}
-                   for ((e, label), p, t), n in sorted(series.items(), key=lambda kv: (kv[0][2], kv[0][0]))
-                   if p in kept],
-        "period_kind": kinds.most_common(1)[0][0] if kinds else None,
-        "periods": len(kept),
+        "series": [{"entity": e, "label": label, "period": p, "t": t, "order": order[p], "mentions": n}
+                   for ((e, label), p, t), n in sorted(rows.items(), key=lambda kv: (kv[0][2], kv[0][0]))],
+        "period_kind": kind,
+        "periods": len(periods),
         "periods_left_out": dropped_periods,
+        "as_lines": as_lines,
         "entities_total": len(totals),
         "mentions_total": sum(totals.values()),
         "undated_mentions": undated,
@@ -287,18 +310,29 @@ def chart_specs(data: dict) -> dict[str, dict]:
         if ents["series"]:
             unit = {"hour": "utcyearmonthdatehours", "day": "utcyearmonthdate", "week": "utcyearmonthdate",
                     "month": "utcyearmonth"}.get(ents["period_kind"], "utcyearmonthdate")
-            views.append({
-                "title": f"Mentions per {ents['period_kind'] or 'period'} of the chosen label's top entities",
+            kind = ents["period_kind"] or "period"
+            view = {
                 "width": ENTITY_CHART_WIDTH, "height": 300, "data": {"name": "series"},
                 "params": [{"name": "pick", "select": {"type": "point", "fields": ["entity"]}, "bind": "legend"}],
                 "transform": [{"filter": "datum.label === label_choice"}],
-                "mark": {"type": "line", "point": {"size": 40}, "tooltip": True},
                 "encoding": {
-                    "x": {"field": "t", "type": "temporal", "timeUnit": unit, "title": None},
                     "y": {"field": "mentions", "type": "quantitative", "title": "mentions"},
                     "color": {"field": "entity", "type": "nominal", "scale": {"scheme": _PALETTE},
                               "title": "entity (click to highlight)"},
-                    "opacity": {"condition": {"param": "pick", "value": 1, "empty": True}, "value": 0.15}}})
+                    "opacity": {"condition": {"param": "pick", "value": 1, "empty": True}, "value": 0.15}}}
+            if ents["as_lines"]:
+                view["title"] = f"Mentions per {kind} of the chosen label's top entities"
+                view["mark"] = {"type": "line", "point": {"size": 40}, "tooltip": True}
+                view["encoding"]["x"] = {"field": "t", "type": "temporal", "timeUnit": unit, "title": None}
+            else:
+                view["title"] = (f"Mentions per {kind} of the chosen label's top entities ({kind}s without any "
+                                 "left out: too few or too far apart for a line)")
+                view["mark"] = {"type": "bar", "tooltip": True}
+                view["encoding"]["x"] = {"field": "period", "type": "ordinal", "title": None,
+                                         "sort": {"field": "order", "op": "min"},
+                                         "axis": {"labelAngle": 0 if ents["periods"] <= 6 else -40}}
+                view["encoding"]["xOffset"] = {"field": "entity", "type": "nominal"}
+            views.append(view)
         views.append({
             "title": "Most mentioned entities of the chosen label (all periods)",
             "width": ENTITY_CHART_WIDTH, "height": {"step": 20}, "data": {"name": "best"},

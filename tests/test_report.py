@@ -97,6 +97,32 @@ def test_entities_are_summed_over_languages_and_capped(tmp_path):
     assert {s["period"] for s in latest["series"]} == {"2024-08-17"} and latest["periods_left_out"] == 1
 
 
+def test_sparse_periods_are_bars_and_dense_ones_lines_with_zeros():
+    # Two days with mentions: a line would be two dots joined; bars, one group per day.
+    sparse = report.aggregate_entities(lambda: iter(COUNTS))
+    assert not sparse["as_lines"]
+    view = report.chart_specs({"entities": sparse, "summary": {}, "duplicates": {"near_similarity": []},
+                               "rejected": [], "runs": []})["chart-entities"]["vconcat"][0]
+    assert view["mark"]["type"] == "bar" and view["encoding"]["x"]["field"] == "period"
+    assert "days without any left out" in view["title"]
+    # Seven consecutive months with mentions, one entity missing in one of them: a line that drops to 0 there.
+    months = [f"2024-{m:02d}" for m in range(1, 8)]
+    counts = [_count("Kyiv", "GPE", "all", 14, 7), _count("Lviv", "GPE", "all", 6, 6)]
+    counts += [_count("Kyiv", "GPE", m, 2, 1) for m in months]
+    counts += [_count("Lviv", "GPE", m, 1, 1) for m in months if m != "2024-04"]
+    dense = report.aggregate_entities(lambda: iter(counts))
+    assert dense["as_lines"] and dense["periods"] == 7 and dense["period_kind"] == "month"
+    lviv = {s["period"]: s["mentions"] for s in dense["series"] if s["entity"] == "Lviv"}
+    assert lviv["2024-04"] == 0 and len(lviv) == 7
+    view = report.chart_specs({"entities": dense, "summary": {}, "duplicates": {"near_similarity": []},
+                               "rejected": [], "runs": []})["chart-entities"]["vconcat"][0]
+    assert view["mark"]["type"] == "line" and view["encoding"]["x"]["type"] == "temporal"
+    # The same seven months spread over three years fill too little of their span for a line.
+    spread = [dict(c, period=f"{2020 + i // 3}-{i % 3 + 1:02d}") if c["period"] in months else c
+              for c in counts for i in [months.index(c["period"]) if c["period"] in months else 0]]
+    assert not report.aggregate_entities(lambda: iter(spread))["as_lines"]
+
+
 def test_report_data_from_a_standalone_output(tmp_path):
     out = _write_output(tmp_path / "out")
     data = report.build_report_data(str(out))
