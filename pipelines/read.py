@@ -422,7 +422,7 @@ def _mostly_utf8(data: bytes) -> bool:
     single-byte text almost never forms valid multi-byte sequences."""
     text = data.decode("utf-8", errors="surrogateescape")
     bad_runs = _ESCAPED_RUN.findall(text)
-    valid = sum(1 for ch in text if ch > "\x7f") - sum(map(len, bad_runs))
+    valid = len(text) - len(text.encode("ascii", errors="ignore")) - sum(map(len, bad_runs))
     return valid > 0 and valid >= len(bad_runs)
 
 
