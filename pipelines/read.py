@@ -125,6 +125,46 @@ class InputFile:
         return self.start > 0 or self.end >= 0
 
 
+_UTF_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+             (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def utf_bom_encoding(head: bytes) -> str | None:
+    """'utf-16' or 'utf-32' when the bytes start with that encoding's byte-order mark."""
+    return next((encoding for bom, encoding in _UTF_BOMS if head.startswith(bom)), None)
+
+
+class _AsUTF8(io.RawIOBase):
+    """A UTF-16 or UTF-32 stream read as UTF-8, a chunk at a time, so that the
+    line and JSON readers (which work on UTF-8 bytes) read it as they read
+    any other file. Ids and sources then count bytes of the UTF-8 text."""
+
+    def __init__(self, stream, encoding: str):
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._pending = b""
+        self._eof = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._eof:
+            chunk = self._stream.read(READ_CHUNK)
+            self._eof = not chunk
+            self._pending = self._decoder.decode(chunk, final=self._eof).encode("utf-8")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _as_utf8(stream):
+    """The buffered stream itself, or a UTF-8 view of it when it starts with a UTF-16/32 byte-order mark."""
+    encoding = utf_bom_encoding(_peek(stream, 4))
+    return io.BufferedReader(_AsUTF8(stream, encoding), buffer_size=READ_CHUNK) if encoding else stream
+
+
 def split_ranges(files: Iterable[InputFile], range_bytes: int | None = None) -> list[InputFile]:
     """The planned files with every uncompressed JSONL file of more than
     ``range_bytes`` cut into byte ranges of about that size (the lines that
@@ -1170,6 +1210,8 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
     key, which only rejected records have (and, from WARC files,
     ``{"skipped": kind}`` for records that are no page).
     """
+    if fmt in ("json", "jsonl") and (encoding := utf_bom_encoding(data[:4])):
+        data = data.decode(encoding, errors="replace").encode("utf-8")
     if fmt in ("text", "html") or (fmt == "json" and not _starts_array(data[:READ_CHUNK])):
         yield from _parse_whole(data, source, key, fmt)
         return
@@ -1199,10 +1241,19 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
             if fmt == "parquet":
                 records = iter_parquet(raw, item.source, item.key, max_bytes)
             elif fmt == "jsonl" and item.is_range:
-                records = iter_jsonl(_buffered(raw), item.source, item.key, max_bytes, item.start, item.end)
+                stream = _buffered(raw)
+                if not utf_bom_encoding(_peek(stream, 4)):
+                    records = iter_jsonl(stream, item.source, item.key, max_bytes, item.start, item.end)
+                elif item.start == 0:
+                    # Lines of UTF-16/32 cannot be found from a byte offset: the first range reads the file.
+                    records = iter_jsonl(_as_utf8(stream), item.source, item.key, max_bytes)
+                else:
+                    records = iter(())
             else:
                 decompressed, check = open_decompressed(raw, compression, max_bytes)
                 stream = _buffered(decompressed)
+                if fmt in ("json", "jsonl"):
+                    stream = _as_utf8(stream)
                 if fmt in ("text", "html") or (fmt == "json" and not _starts_array(_peek(stream, READ_CHUNK))):
                     records = _parse_whole(read_limited(stream, max_bytes), item.source, item.key, fmt)
                     check()

@@ -365,6 +365,27 @@ def test_a_split_jsonl_gives_exactly_the_records_of_the_whole_file(tmp_path, new
     assert whole[-1]["title"] == "last"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_json_lines_and_arrays_read_as_utf8_would(tmp_path, encoding):
+    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # Python's utf-16/utf-32 write their own BOM
+    objs = [dict(a, text=a["text"] + " \u00e9t\u00e9 \u4e2d\u6587 \U0001f600") for a in ARTICLES]
+    utf8 = tmp_path / "a.jsonl"
+    utf8.write_bytes(_jsonl(objs))
+    wide = tmp_path / "w.jsonl"
+    wide.write_bytes((bom + _jsonl(objs).decode()).encode(encoding))
+    expected = [dict(r, source=r["source"].replace("a.jsonl", "w.jsonl")) for r in _read(utf8)]
+    got = _read(wide)
+    assert [(r["source"], r["text"], r["title"]) for r in got] == [
+        (r["source"], r["text"], r["title"]) for r in expected]
+    # Cut in ranges, it is read once, whole, by the first range, with the same records.
+    assert [r for unit in _ranges_of(wide, 3) for r in read_unit(unit, 1 << 20)] == got
+    array = tmp_path / "w.json"
+    array.write_bytes((bom + json.dumps(objs)).encode(encoding))
+    assert [r["text"] for r in _read(array)] == [o["text"] for o in objs]
+    assert [r["text"] for r in parse_payload(array.read_bytes(), "w.json", "w.json", "json")] == [
+        o["text"] for o in objs]
+
+
 def test_a_range_boundary_on_a_line_start_or_inside_a_line(tmp_path):
     path = tmp_path / "a.jsonl"
     data = _jsonl(ARTICLES[:4])
