@@ -400,7 +400,7 @@ def read_limited(stream, max_bytes: int, compression: str | None = None) -> byte
 
 def looks_binary(data: bytes) -> bool:
     head = data[:BINARY_SNIFF_BYTES]
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 text has NULs but is text
+    if utf_bom_encoding(head):  # UTF-16 and UTF-32 text has NULs but is text
         return False
     return b"\x00" in head
 
@@ -525,8 +525,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     """
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors=UTF8_FALLBACK), "utf-8-sig"
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace"), "utf-16"
+    if wide := utf_bom_encoding(data[:4]):
+        return data.decode(wide, errors="replace"), wide
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -925,8 +925,8 @@ def _sniff_encoding(head: bytes) -> str:
     """The encoding of a stream from its first bytes (decode_bytes' choice, for streams)."""
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
+    if wide := utf_bom_encoding(head):
+        return wide
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"

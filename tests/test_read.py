@@ -384,6 +384,10 @@ def test_utf16_and_utf32_json_lines_and_arrays_read_as_utf8_would(tmp_path, enco
     assert [r["text"] for r in _read(array)] == [o["text"] for o in objs]
     assert [r["text"] for r in parse_payload(array.read_bytes(), "w.json", "w.json", "json")] == [
         o["text"] for o in objs]
+    csv_text = "title,text\n" + "".join(f'{o["title"]},"{o["text"]}"\n' for o in objs)
+    rows = parse_payload((bom + csv_text).encode(encoding), "w.csv", "w.csv", "csv")
+    assert [r["text"] for r in rows] == [o["text"] for o in objs]
+    assert decode_bytes((bom + "Caf\u00e9").encode(encoding))[0] == "Caf\u00e9"
 
 
 def test_a_range_boundary_on_a_line_start_or_inside_a_line(tmp_path):
