@@ -555,7 +555,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
 
     from pipelines.console import ProgressDisplay, start_line
     from pipelines.pipeline import WORK_DIRS
-    from pipelines.read import split_ranges, write_plan
+    from pipelines.read import RANGE_BYTES, split_ranges, write_plan
     from pipelines.state import read_text, write_atomic
 
     work = FileSystems.join(out_dir, WORK)
@@ -563,8 +563,10 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
     beam_args, asked = _single_process_args(prep.beam_args)
     _, nb = beam_options(beam_args, ns, 0)
     wanted = asked or default_workers()
-    # A big uncompressed JSONL file is byte ranges, each a unit parts are made of.
-    parts = plan_parts(split_ranges(files), part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted))
+    # A big uncompressed JSONL file is byte ranges, each a unit parts are made of, cut no bigger than a
+    # part: a range is never split further, so a bigger one would hold a bigger part in a worker's memory.
+    size = part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted)
+    parts = plan_parts(split_ranges(files, range_bytes=min(RANGE_BYTES, size)), size)
     names = [part_name(i) for i in range(len(parts))]
     key = resume_key(files, prep.ns)
     marker_dir = FileSystems.join(work, DONE)

@@ -344,7 +344,9 @@ def test_a_big_jsonl_split_in_ranges_gives_what_it_gives_whole(tmp_path, monkeyp
     runs = {}
     for name, args, range_bytes in [("whole", ["--chunk-bytes", "0"], 1 << 30),
                                     ("ranges-one-pipeline", ["--chunk-bytes", "0"], 2000),
-                                    ("ranges-in-parts", ["--chunk-bytes", "5000"], 2000)]:
+                                    ("ranges-in-parts", ["--chunk-bytes", "5000"], 2000),
+                                    # Ranges are cut no bigger than a part, whatever RANGE_BYTES says.
+                                    ("parts-smaller-than-ranges", ["--chunk-bytes", "5000"], 1 << 30)]:
         monkeypatch.setattr(pipelines.read, "RANGE_BYTES", range_bytes)
         out = tmp_path / name
         assert main(["run", str(inp), "--output", str(out), *args]) == 0
@@ -357,8 +359,9 @@ def test_a_big_jsonl_split_in_ranges_gives_what_it_gives_whole(tmp_path, monkeyp
         }
     whole = runs["whole"]
     assert len(whole["articles"]) == 23 and [r for _, r in whole["rejected"]] == ["invalid_json"]
-    for name in ("ranges-one-pipeline", "ranges-in-parts"):
+    for name in ("ranges-one-pipeline", "ranges-in-parts", "parts-smaller-than-ranges"):
         assert runs[name]["articles"] == whole["articles"], name
         assert runs[name]["rejected"] == whole["rejected"], name
         assert runs[name]["files"] == 1
     assert runs["ranges-in-parts"]["execution"]["parts"] > 1  # the ranges of one file went to several parts
+    assert runs["parts-smaller-than-ranges"]["execution"]["parts"] > 1
