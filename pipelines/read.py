@@ -259,6 +259,9 @@ class _Counting(io.RawIOBase):
         return self._stream.tell()
 
 
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM=deflate: how every gzip member starts
+
+
 def _decompressor(compression: str):
     if compression == "gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -298,6 +301,10 @@ class DecompressingReader(io.RawIOBase):
         self._started = False  # inside a member: EOF now is a truncation
         self._source_done = False
         self.produced = 0
+        self._member_start = 0  # where the member being read starts in ``stream``
+        # (output offset, stream offset) of the latest members' starts: a reader
+        # that fails at some output offset names the member to give up by it.
+        self._members: collections.deque = collections.deque(maxlen=4096)
 
     def readable(self):
         return True
@@ -326,9 +333,18 @@ class DecompressingReader(io.RawIOBase):
             if self._started:
                 raise Truncated(f"{self._compression} stream ends early (truncated file)")
             return None
+        if not self._started:
+            self._member_start = self._position() - len(self._pending)
+            self._members.append((self.produced, self._member_start))
         limit = ZSTD_FEED if self._compression == "zstd" else len(self._pending)
         data, self._pending = self._pending[:limit], self._pending[limit:]
         return data
+
+    def _position(self) -> int:
+        try:
+            return self._source.tell()
+        except (OSError, AttributeError, ValueError):
+            return -(1 << 62)  # cannot tell: skip_to_next_member will not seek
 
     def _step(self) -> bool:
         """Produce some output; False at the end of the stream."""
@@ -371,6 +387,44 @@ class DecompressingReader(io.RawIOBase):
         """Raise the error that ended the stream early, if one did."""
         if self.error is not None:
             raise self.error
+
+    def skip_to_next_member(self, at_output: int | None = None) -> bool:
+        """Give up a gzip member (corrupt, or holding bytes the reader cannot
+        use): the one being read, or the one holding output offset
+        ``at_output``. Reading goes on from the next member header after its
+        start in the compressed file (which must be seekable); False when
+        there is none. What was decompressed past the member's start but not
+        read is dropped. Bytes that look like a header but start no member
+        fail deflate or the CRC and are skipped the same way, so this always
+        moves forward."""
+        # A WARC record's offset + length leaves out the CRLF CRLF that ends it: a member starting
+        # within those 4 bytes is the one that follows the record, where reading failed.
+        members = [m for m in self._members if at_output is None or m[0] <= at_output + 4]
+        if self._compression != "gzip" or not members or members[-1][1] < 0 or not self._source.seekable():
+            return False
+        out_start, start = members[-1]
+        later = [m for m in self._members if m[0] > out_start]
+        if later:  # already decompressed ahead: offsets go on from the member after it
+            self.produced = later[0][0]
+        self._members.clear()
+        self._out, self._at, self.error = b"", 0, None
+        self._decompressor, self._started = _decompressor("gzip"), False
+        at = start + 1
+        self._source.seek(at)
+        data = b""
+        while True:
+            chunk = self._source.read(READ_CHUNK)
+            data += chunk
+            found = data.find(_GZIP_MAGIC)
+            if found >= 0:
+                self._source.seek(at + found)
+                self._pending, self._source_done = b"", False
+                return True
+            if not chunk:
+                self._pending, self._source_done = b"", True
+                return False
+            at += len(data) - (len(_GZIP_MAGIC) - 1)
+            data = data[-(len(_GZIP_MAGIC) - 1):]
 
 
 def open_decompressed(stream, compression: str | None, floor: int):
@@ -1108,7 +1162,7 @@ def _warc_page(record, max_bytes: int) -> tuple[str, tuple]:
                     record.rec_headers.get_header("WARC-Target-URI"), record.rec_headers.get_header("WARC-Date"))
 
 
-def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
+def iter_warc(stream, source: str, key: str, max_bytes: int, base: int = 0, first: bool = True) -> Iterator[dict]:
     """Records of a WARC (or ARC) file: every HTTP ``response`` record with
     an HTML content type is a page (``path@BYTE``, the record's offset in the
     uncompressed file) for the HTML path of the clean stage; ``url`` is
@@ -1117,15 +1171,20 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
     Every other record yields ``{"skipped": kind}`` so that it is counted,
     never lost silently. warcio reads it (chosen over FastWARC by
     scripts/bench_warc.py: both parse far faster than the HTML stage extracts,
-    and warcio also reads ARC and writes the WARCs the tests build)."""
+    and warcio also reads ARC and writes the WARCs the tests build).
+
+    ``base`` is added to the offsets of a stream that is not the file's
+    start (``first`` False: a later segment of a compressed WARC, see
+    ``iter_warc_gzip``, which may hold no record)."""
     from warcio.archiveiterator import ArchiveIterator
 
+    shift = base  # what the stream's own offsets lack (when it cannot seek, they count from 0)
     base = 0  # where the current iterator started in the stream
-    any_record = False
+    any_record = not first
     while True:
         # warcio's offsets are the stream's own (tell()) when it can seek, so they stay right after a resync.
         records = ArchiveIterator(stream, arc2warc=True)
-        last_end = base
+        last_end = base + shift
         try:
             for record in records:
                 try:
@@ -1135,7 +1194,7 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
                                                None)
                 # Only now: warcio reads the record to its end to know where it starts.
                 any_record = True
-                offset = records.get_record_offset()
+                offset = records.get_record_offset() + shift
                 last_end = offset + records.get_record_length()
                 page_source = f"{source}@{offset}"
                 missing = getattr(record.raw_stream, "limit", 0) or 0
@@ -1158,7 +1217,7 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
         except Exception as e:  # warcio's ArchiveLoadFailed: no WARC record where one should start
             seekable = getattr(stream, "seekable", lambda: False)()
             if not seekable:
-                raise
+                raise WarcGap(last_end, e) from e
             # The record at last_end may be whole (a bad one before it broke the
             # framing): try it, unless reading already failed right there.
             resume = _next_warc_record(stream, last_end if last_end > base else base + 1)
@@ -1170,6 +1229,55 @@ def iter_warc(stream, source: str, key: str, max_bytes: int) -> Iterator[dict]:
                 return
             stream.seek(resume)
             base = resume
+
+
+class _Segment(io.RawIOBase):
+    """``reader`` up to its next gap: a buffered reader dropped at a gap closes this, not ``reader``."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._reader.readinto(buffer)
+
+
+class WarcGap(Exception):
+    """No WARC record where one should start, at ``offset`` of a stream that cannot seek."""
+
+    def __init__(self, offset: int, cause: Exception):
+        super().__init__(f"{type(cause).__name__}: {str(cause)[:200]}")
+        self.offset = offset
+
+
+def iter_warc_gzip(raw, source: str, key: str, max_bytes: int) -> Iterator[dict]:
+    """Records of a gzip-compressed WARC, read as ``iter_warc`` reads one
+    uncompressed, except that a bad spot (a corrupt gzip member, or bytes in
+    a member that hold no WARC record) costs the rest of that member, usually
+    its one record: reading resumes at the next gzip member, as WARC writers
+    put one record in each. Offsets count decompressed bytes, those of a
+    corrupt member up to where it broke."""
+    reader = DecompressingReader(raw, "gzip", max_bytes)
+    first = True
+    while True:
+        base = reader.produced
+        try:
+            yield from iter_warc(io.BufferedReader(_Segment(reader), buffer_size=READ_CHUNK), source, key,
+                                 max_bytes, base=base, first=first)
+            reader.check()
+            return
+        except (CorruptStream, WarcGap) as e:
+            where = e.offset if isinstance(e, WarcGap) else reader.produced
+            resumes = reader.skip_to_next_member(e.offset if isinstance(e, WarcGap) else None)
+            what = "holds no WARC record" if isinstance(e, WarcGap) else "is corrupt"
+            yield rejected(f"{source}@{where}", STAGE, "unreadable",
+                           f"the gzip member at byte {where} of the decompressed WARC {what} ({e}); "
+                           + ("reading resumes at the next gzip member" if resumes else "no gzip member follows"))
+            if not resumes:
+                return
+        first = False
 
 
 def _next_warc_record(stream, start: int) -> int | None:
@@ -1249,6 +1357,9 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
                     records = iter_jsonl(_as_utf8(stream), item.source, item.key, max_bytes)
                 else:
                     records = iter(())
+            elif fmt == "warc" and compression == "gzip":
+                records = iter_warc_gzip(raw, item.source, item.key, max_bytes)
+                check = _nothing
             else:
                 decompressed, check = open_decompressed(raw, compression, max_bytes)
                 stream = _buffered(decompressed)
@@ -1270,6 +1381,10 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
         yield rejected(source, STAGE, "unreadable", _after(f"file is truncated: {e}", done))
     except Exception as e:  # OSError, zlib/bz2/zstd errors, ArrowInvalid, warcio's ArchiveLoadFailed, BeamIOError
         yield rejected(source, STAGE, "unreadable", _after(f"cannot read: {type(e).__name__}: {e}", done))
+
+
+def _nothing() -> None:
+    pass
 
 
 def _after(detail: str, done: int) -> str:

@@ -654,6 +654,37 @@ def test_junk_between_warc_records_loses_no_record(tmp_path, junk):
     assert bad["reason"] == "unreadable" and "resumes" in bad["detail"]
 
 
+@pytest.mark.parametrize("damage", ["corrupt_member", "junk_member", "corrupt_header"])
+def test_a_bad_gzip_member_of_a_warc_gz_loses_only_its_record(tmp_path, damage):
+    import gzip
+
+    path = tmp_path / "c.warc.gz"
+    _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)], True)
+    data = path.read_bytes()
+    starts = [i for i in range(len(data)) if data.startswith(b"\x1f\x8b\x08", i)]
+    assert len(starts) == 5  # one member per record, as WARC writers do
+    third, fourth = starts[2], starts[3]
+    if damage == "corrupt_member":  # bytes flipped inside the deflate data
+        mid = (third + fourth) // 2
+        data = data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 8]) + data[mid + 8:]
+    elif damage == "junk_member":  # a whole member that holds no WARC record
+        data = data[:third] + gzip.compress(b"not a WARC record\r\n\r\n" * 20) + data[third:]
+    else:  # the member's header broken: its flags byte says fields that are not there
+        data = data[:third + 3] + b"\xff" + data[third + 4:]
+    path.write_bytes(data)
+    records = _read(path)
+    urls = [p["url"] for p in _articles(records)]
+    bad = [r for r in records if "reason" in r]
+    if damage == "junk_member":
+        assert urls == [f"https://a/{i}" for i in range(5)]
+    else:
+        assert urls == ["https://a/0", "https://a/1", "https://a/3", "https://a/4"]
+    assert bad and all(r["reason"] == "unreadable" for r in bad)
+    assert any("resumes at the next gzip member" in r["detail"] for r in bad)
+    # Read again, the same ids: they do not depend on how the damage was read around.
+    assert [r.get("id") for r in _read(path)] == [r.get("id") for r in records]
+
+
 def test_a_wrong_content_length_loses_only_that_record(tmp_path):
     path = tmp_path / "c.warc"
     _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(3)], False)
