@@ -1162,7 +1162,7 @@ def _warc_page(record, max_bytes: int) -> tuple[str, tuple]:
                     record.rec_headers.get_header("WARC-Target-URI"), record.rec_headers.get_header("WARC-Date"))
 
 
-def iter_warc(stream, source: str, key: str, max_bytes: int, base: int = 0, first: bool = True) -> Iterator[dict]:
+def iter_warc(stream, source: str, key: str, max_bytes: int, shift: int = 0, first: bool = True) -> Iterator[dict]:
     """Records of a WARC (or ARC) file: every HTTP ``response`` record with
     an HTML content type is a page (``path@BYTE``, the record's offset in the
     uncompressed file) for the HTML path of the clean stage; ``url`` is
@@ -1173,12 +1173,12 @@ def iter_warc(stream, source: str, key: str, max_bytes: int, base: int = 0, firs
     scripts/bench_warc.py: both parse far faster than the HTML stage extracts,
     and warcio also reads ARC and writes the WARCs the tests build).
 
-    ``base`` is added to the offsets of a stream that is not the file's
-    start (``first`` False: a later segment of a compressed WARC, see
-    ``iter_warc_gzip``, which may hold no record)."""
+    ``shift`` is added to the offsets of a stream that is not the file's
+    start and cannot seek, whose own offsets count from 0 (``first`` False:
+    a later segment of a compressed WARC, see ``iter_warc_gzip``, which may
+    hold no record)."""
     from warcio.archiveiterator import ArchiveIterator
 
-    shift = base  # what the stream's own offsets lack (when it cannot seek, they count from 0)
     base = 0  # where the current iterator started in the stream
     any_record = not first
     while True:
@@ -1262,10 +1262,9 @@ def iter_warc_gzip(raw, source: str, key: str, max_bytes: int) -> Iterator[dict]
     reader = DecompressingReader(raw, "gzip", max_bytes)
     first = True
     while True:
-        base = reader.produced
         try:
             yield from iter_warc(io.BufferedReader(_Segment(reader), buffer_size=READ_CHUNK), source, key,
-                                 max_bytes, base=base, first=first)
+                                 max_bytes, shift=reader.produced, first=first)
             reader.check()
             return
         except (CorruptStream, WarcGap) as e:

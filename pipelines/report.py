@@ -182,7 +182,8 @@ def aggregate_entities(records_twice, top_per_label: int = TOP_PER_LABEL, max_la
     periods = periods[dropped_periods:]
     kind = kinds.most_common(1)[0][0] if kinds else None
     as_lines = len(periods) >= MIN_LINE_PERIODS and 2 * len(periods) >= _span(kind, periods[0][0], periods[-1][0])
-    rows = {key_p: n for key_p, n in series.items() if key_p[1] in {p for _, p in periods}}
+    kept = {p for _, p in periods}
+    rows = {key_p: n for key_p, n in series.items() if key_p[1] in kept}
     if as_lines:
         # A period in which an entity is not mentioned is a 0 on its line, not a gap the line bridges.
         for key in {k for (k, _, _) in rows}:

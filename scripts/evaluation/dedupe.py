@@ -30,6 +30,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from evaluation import read_json_shards
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bbc-news"
 MAX_LISTED = 10
@@ -118,13 +120,8 @@ def run_stage(data: Path, threshold: float, workers: int) -> tuple[list[dict], l
              | "WriteRejected" >> beam.io.WriteToText(os.path.join(tmp, "rejected")))
         seconds = time.monotonic() - start
 
-        def load(prefix):
-            records = []
-            for path in sorted(Path(tmp).glob(f"{prefix}-*")):
-                records.extend(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
-            return records
-
-        return load("kept"), load("dups"), len(load("rejected")), seconds
+        kept, dups, rejected = (read_json_shards(tmp, name) for name in ("kept", "dups", "rejected"))
+        return kept, dups, len(rejected), seconds
 
 
 def run(args) -> dict:

@@ -33,6 +33,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from evaluation import read_json_shards
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "lingua-langid"
 DEFAULT_LANGUAGES = "zh,ja,th,en"
@@ -147,13 +149,8 @@ def run_stage(records: list[dict], threshold: float) -> tuple[list[dict], list[d
                  | f"{name}Write" >> beam.io.WriteToText(os.path.join(tmp, name)))
         seconds = time.monotonic() - start
 
-        def load(prefix):
-            found = []
-            for path in sorted(Path(tmp).glob(f"{prefix}-*")):
-                found.extend(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
-            return found
-
-        return load("kept"), load("dups"), load("rejected"), seconds
+        kept, dups, rejected = (read_json_shards(tmp, name) for name in ("kept", "dups", "rejected"))
+        return kept, dups, rejected, seconds
 
 
 def stage_scores(lang_of: dict[str, str], kept: list[dict], duplicates: list[dict]) -> dict:
