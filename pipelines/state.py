@@ -500,15 +500,17 @@ class HashFileFn(beam.DoFn):
         self._unreadable = Metrics.counter(STAGE, "files_unhashable")
 
     def process(self, item: InputFile):
-        if item.start > 0:
-            return  # a later byte range of a split file: the range at 0 hashes the whole file once
-        try:
-            digest = file_sha256(item.path)
-            self._hashed.inc()
-        except Exception:  # the read stage reports why; the manifest only notes it was seen
-            digest = None
-            self._unreadable.inc()
-        yield json.dumps({"path": item.path, "sha256": digest})
+        # A later byte range of a split file emits nothing: the range at 0 hashes
+        # the whole file once. (No early ``return <comment>`` here: Beam warns on
+        # every worker about a process method that mixes return and yield.)
+        if item.start == 0:
+            try:
+                digest = file_sha256(item.path)
+                self._hashed.inc()
+            except Exception:  # the read stage reports why; the manifest only notes it was seen
+                digest = None
+                self._unreadable.inc()
+            yield json.dumps({"path": item.path, "sha256": digest})
 
 
 class RecordInputs(beam.PTransform):

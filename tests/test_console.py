@@ -235,3 +235,26 @@ def test_gate_filters_counts_and_says_warnings_once(mode):
         assert lines == ["newsbeam: 2 input files (1.0 KB) -> out", "newsbeam: error: something failed", counted]
     else:
         assert lines == ["newsbeam: error: something failed"]
+
+
+def test_no_dofn_makes_beam_warn_about_yield_and_return():
+    # Beam checks each process method's source when a ParDo is built and warns on
+    # every worker; the warning reaches the console around the filter, as raw logging.
+    import importlib
+    import inspect
+    import pkgutil
+
+    import apache_beam as beam
+    from apache_beam.transforms.core import _check_fn_use_yield_and_return
+
+    import pipelines
+
+    checked, offenders = 0, []
+    for info in pkgutil.iter_modules(pipelines.__path__):
+        module = importlib.import_module(f"pipelines.{info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, beam.DoFn) and cls.__module__ == module.__name__:
+                checked += 1
+                if _check_fn_use_yield_and_return(cls.__new__(cls).process):
+                    offenders.append(f"{module.__name__}.{name}")
+    assert checked >= 10 and not offenders, offenders
