@@ -84,6 +84,7 @@ __all__ = [
     "node_order",
     "resolve_exact_group",
     "resolve_near",
+    "resolve_near_numbered",
     "shingle_hashes",
     "unpack_shingles",
 ]
@@ -112,6 +113,8 @@ MINHASH_SEED = 1
 # bands are chosen as the narrowest (fewest spurious candidates) that reach it.
 MIN_CANDIDATE_RECALL = 0.995
 DEFAULT_BUCKET_CAP = 32
+# Candidate pairs turned into Python ints at a time during verification.
+PAIRS_PER_CHUNK = 1 << 16
 
 HISTORY_RANK = 0
 CURRENT_RANK = 1
@@ -305,26 +308,44 @@ def resolve_near(edges: Iterable[tuple]) -> dict[str, tuple[str, float, bool]]:
     in keep order; history nodes are always kept; a current node is a duplicate
     of the earliest kept node it shares an edge with, else kept.
     """
-    earlier: dict[tuple, list[tuple[tuple, float]]] = defaultdict(list)
-    nodes = set()
-    for a, b, sim in edges:
-        if b < a:
-            a, b = b, a
-        earlier[b].append((a, sim))
-        nodes.update((a, b))
-    kept: set[tuple] = set()
-    decisions = {}
-    for node in sorted(nodes):
-        if node[0] == HISTORY_RANK:
-            kept.add(node)
+    edges = list(edges)
+    nodes = sorted({node for a, b, _ in edges for node in (a, b)})
+    number = {node: i for i, node in enumerate(nodes)}
+    history = np.fromiter((node[0] == HISTORY_RANK for node in nodes), dtype=bool, count=len(nodes))
+    decided = resolve_near_numbered(
+        np.arange(len(nodes)), history, [number[a] for a, _, _ in edges], [number[b] for _, b, _ in edges],
+        [sim for _, _, sim in edges])
+    return {nodes[d][-1]: (nodes[k][-1], sim, bool(history[k])) for d, k, sim in decided}
+
+
+def resolve_near_numbered(ranks, history, a, b, sim) -> Iterator[tuple[int, int, float]]:
+    """``resolve_near`` over node numbers, in arrays rather than tuples: what
+    stays compact for a million articles. ``ranks[i]`` is node i's place in
+    keep order (distinct), ``history[i]`` whether it is a history node, and
+    edge k joins nodes ``a[k]`` and ``b[k]`` with similarity ``sim[k]``.
+    Yields (duplicate node, kept node, similarity) in keep order."""
+    ranks = np.asarray(ranks)
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    sim = np.asarray(sim, dtype=np.float64)
+    if not len(a):
+        return
+    later_first = ranks[b] < ranks[a]
+    early, late = np.where(later_first, b, a), np.where(later_first, a, b)
+    # Each node's edges to earlier nodes together, earliest partner first: a
+    # node's partners were all decided when it is reached.
+    by = np.lexsort((sim, ranks[early], ranks[late]))
+    early, late, sim = early[by], late[by], sim[by]
+    dropped = np.zeros(len(ranks), dtype=bool)
+    starts = np.flatnonzero(np.r_[True, late[1:] != late[:-1]])
+    for first, end in zip(starts.tolist(), np.r_[starts[1:], len(late)].tolist()):
+        node = int(late[first])
+        if history[node]:
             continue
-        matches = [(a, sim) for a, sim in earlier.get(node, ()) if a in kept]
-        if matches:
-            target, sim = min(matches)
-            decisions[node[-1]] = (target[-1], sim, target[0] == HISTORY_RANK)
-        else:
-            kept.add(node)
-    return decisions
+        for k in range(first, end):
+            if not dropped[early[k]]:
+                dropped[node] = True
+                yield node, int(early[k]), float(sim[k])
+                break
 
 
 def fingerprint(article: dict) -> dict:
@@ -345,7 +366,7 @@ def fingerprint(article: dict) -> dict:
 
 def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callable[[], Iterable[dict]],
                      scratch: str, threshold: float = 0.8, bucket_cap: int = DEFAULT_BUCKET_CAP,
-                     counters: Counter | None = None) -> Iterator[tuple[str, dict]]:
+                     counters: Counter | None = None) -> Iterator[tuple[str, dict, dict]]:
     """The decisions of ``DedupeDecisions``, made in passes over the records
     instead of in one Beam graph, as datatrove does its MinHash dedupe.
 
@@ -353,17 +374,19 @@ def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callab
     records each time they are called: every pass reads the records again
     rather than holding them. ``scratch`` is a local file that holds the
     shingles of the articles compared for near duplicates between the pass
-    that reads them and verification. Yields ``("duplicate", record)`` per
-    current article that is not kept and ``("fingerprint", record)`` per
-    article newly kept; ``counters`` gets the counters the Beam transforms
-    count (``dedupe:<name>``).
+    that reads them and verification. Yields ``("duplicate", record, fp)``
+    per current article that is not kept and ``("fingerprint", fp, fp)`` per
+    article newly kept, where ``fp`` is that article's record as
+    ``fingerprints`` gave it (with any key a caller added, such as where it
+    was read from); ``counters`` gets the counters the Beam transforms count
+    (``dedupe:<name>``).
 
     What stays in memory is compact: per distinct content hash and per
     article compared its keep order, 12 bytes per LSH band entry, 8 bytes per
-    candidate pair, and the verified edges. The decisions are those of
+    candidate pair and 16 per verified edge. The decisions are those of
     ``DedupeDecisions`` for the same input: the same functions decide
-    (``resolve_exact_group``'s rule, ``bucket_pairs``, ``jaccard``,
-    ``resolve_near``) in the same order.
+    (``resolve_exact_group``'s rule, ``bucket_pairs``, ``jaccard``, and
+    ``resolve_near``'s clustering, here over node numbers) in the same order.
     """
     from array import array
 
@@ -425,52 +448,61 @@ def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callab
             if order is not None and order[-1] == fp["id"]:
                 add_node(order, bytes(fp["shingles"]))
 
-    # Buckets -> distinct candidate pairs, as node numbers.
-    index_of = {order: i for i, order in enumerate(orders)}
-    keys = np.frombuffer(band_hashes, dtype=np.uint64)
-    members_of = np.frombuffer(band_nodes, dtype=np.uint32)
-    by_key = np.argsort(keys, kind="stable")
-    sorted_keys = keys[by_key]
+    # Buckets -> distinct candidate pairs, as node numbers. Only buckets of
+    # two or more are visited (most are of one), without a Python object per band entry.
+    by_key = np.argsort(np.frombuffer(band_hashes, dtype=np.uint64), kind="stable")
+    sorted_keys = np.frombuffer(band_hashes, dtype=np.uint64)[by_key]
+    members = np.frombuffer(band_nodes, dtype=np.uint32)[by_key]
+    del by_key
+    del band_hashes[:], band_nodes[:]  # emptied, not unbound: add_node refers to them
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     ends = np.r_[starts[1:], len(sorted_keys)]
+    del sorted_keys
+    shared = ends - starts >= 2
+    starts, ends = starts[shared], ends[shared]
     n = len(orders)
     pairs = array("Q")
     for start, end in zip(starts.tolist(), ends.tolist()):
-        if end - start < 2:
-            continue
-        members = [orders[i] for i in members_of[by_key[start:end]].tolist()]
-        oversized, bucket = bucket_pairs(members, bucket_cap)
+        number = {orders[i]: i for i in members[start:end].tolist()}
+        oversized, bucket = bucket_pairs(list(number), bucket_cap)
         if oversized:
             count["dedupe:oversized_buckets"] += 1
         for a, b in bucket:
-            pairs.append(index_of[a] * n + index_of[b])
-    del keys, members_of, by_key, sorted_keys, index_of
-    del band_hashes[:], band_nodes[:]  # emptied, not unbound: add_node refers to them
+            pairs.append(number[a] * n + number[b])
+    del members, starts, ends, shared
     distinct = np.unique(np.frombuffer(pairs, dtype=np.uint64)) if len(pairs) else np.zeros(0, np.uint64)
     del pairs
 
-    # Verification: exact Jaccard of each candidate pair, shingles read back.
-    edges = []
+    # Verification: exact Jaccard of each candidate pair, shingles read back;
+    # the verified edges kept as numbers.
+    edge_a, edge_b, edge_sim = array("I"), array("I"), array("d")
     with open(scratch, "rb") as spill:
         def shingles_of(i: int) -> np.ndarray:
             spill.seek(offsets[i])
             return unpack_shingles(spill.read(lengths[i]))
 
         last_a, a_shingles = -1, None
-        for code in distinct.tolist():
-            a, b = divmod(code, n)
-            if a != last_a:
-                last_a, a_shingles = a, shingles_of(a)
-            count["dedupe:candidate_pairs"] += 1
-            sim = jaccard(a_shingles, shingles_of(b))
-            if sim >= threshold:
-                count["dedupe:verified_pairs"] += 1
-                edges.append((orders[a], orders[b], sim))
-            else:
-                count["dedupe:candidates_below_threshold"] += 1
+        for chunk in range(0, len(distinct), PAIRS_PER_CHUNK):
+            for code in distinct[chunk:chunk + PAIRS_PER_CHUNK].tolist():
+                a, b = divmod(code, n)
+                if a != last_a:
+                    last_a, a_shingles = a, shingles_of(a)
+                count["dedupe:candidate_pairs"] += 1
+                sim = jaccard(a_shingles, shingles_of(b))
+                if sim >= threshold:
+                    count["dedupe:verified_pairs"] += 1
+                    edge_a.append(a)
+                    edge_b.append(b)
+                    edge_sim.append(sim)
+                else:
+                    count["dedupe:candidates_below_threshold"] += 1
     del distinct
-    near = resolve_near(edges)
-    del edges
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[sorted(range(n), key=orders.__getitem__)] = np.arange(n)
+    history_node = np.fromiter((order[0] == HISTORY_RANK for order in orders), dtype=bool, count=n)
+    near = {orders[d][-1]: (orders[k][-1], sim, bool(history_node[k]))
+            for d, k, sim in resolve_near_numbered(ranks, history_node, edge_a, edge_b, edge_sim)}
+    del edge_a, edge_b, edge_sim, ranks, history_node
 
     # Pass 3: every current article's decision.
     for fp in fingerprints():
@@ -483,7 +515,7 @@ def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callab
             count["dedupe:exact_duplicates"] += 1
             if seen is None:
                 count["dedupe:history_duplicates"] += 1
-            yield "duplicate", duplicate_record(fp, (seen or first_in_history[digest])[-1], "exact", 1.0)
+            yield "duplicate", duplicate_record(fp, (seen or first_in_history[digest])[-1], "exact", 1.0), fp
             continue
         representative = best[digest][-1]
         if representative in near:
@@ -491,13 +523,13 @@ def decide_in_passes(fingerprints: Callable[[], Iterable[dict]], history: Callab
             count["dedupe:near_duplicates"] += 1
             if in_history:
                 count["dedupe:history_duplicates"] += 1
-            yield "duplicate", duplicate_record(fp, kept_id, "near", sim)
+            yield "duplicate", duplicate_record(fp, kept_id, "near", sim), fp
         elif representative == id_:
             count["dedupe:kept"] += 1
-            yield "fingerprint", fp
+            yield "fingerprint", fp, fp
         else:
             count["dedupe:exact_duplicates"] += 1
-            yield "duplicate", duplicate_record(fp, representative, "exact", 1.0)
+            yield "duplicate", duplicate_record(fp, representative, "exact", 1.0), fp
 
 
 # ---------------------------------------------------------------------------

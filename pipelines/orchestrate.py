@@ -608,17 +608,18 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
     composition.progress_sink = _count_progress
     progress = ProgressDisplay(sum(max(f.size, 0) for f in files), "bytes", nb.progress_interval)
     timings: dict[str, float] = {}
-    pool = None
+    pool = alone = None
     if workers > 1:
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_pool_worker, initargs=(counter, bool(getattr(prep.ns, "verbose", False))))
 
     def run_all(phase: str, specs: list[tuple[str, dict]], unit: str, total: int, done_before: int,
-                amount_of=None) -> None:
-        """Run the units of one phase (in the pool when there are several),
-        reporting progress: ``amount_of(unit)`` is what a finished unit adds;
-        without it the shared count of annotated articles is the progress."""
+                amount_of=None, in_pool=None) -> None:
+        """Run the units of one phase (in the pool when there are several, or in
+        ``in_pool``), reporting progress: ``amount_of(unit)`` is what a finished unit
+        adds; without it the shared count of annotated articles is the progress."""
+        executor = in_pool or pool
         phase_started = time.time()
         todo = [(u, sp) for u, sp in specs if u not in done]
         for _, sp in todo:
@@ -637,12 +638,12 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
             write_atomic(FileSystems.join(marker_dir, u + ".json"), json.dumps(result).encode("utf-8"))
             finished += amount_of(u) if amount_of else 0
 
-        if pool is None:
+        if executor is None:
             for u, sp in todo:
                 progress.update(now_done())
                 record(u, run_unit(sp))
         else:
-            futures = {pool.submit(run_unit, sp): u for u, sp in todo}
+            futures = {executor.submit(run_unit, sp): u for u, sp in todo}
             pending = set(futures)
             while pending:
                 finished_now, pending = concurrent.futures.wait(
@@ -658,8 +659,17 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
                                                "plan": FileSystems.join(work, "plan", f"{n}.jsonl")})
                                for n in names], "bytes", sum(sizes.values()),
                 sum(v for u, v in sizes.items() if u in done), amount_of=sizes.get)
+        # Dedupe holds state for every article of the run at once: in a process of its own
+        # (when there is a pool), which gives that memory back when it ends, instead of in
+        # a pool worker that would keep it, fragmented, through the annotate phase.
+        if pool is not None and "dedupe" not in done:
+            alone = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+                initializer=_init_pool_worker, initargs=(counter, bool(getattr(prep.ns, "verbose", False))))
         run_all("dedupe", [("dedupe", {**base, "phase": "dedupe"})], "units", 1, int("dedupe" in done),
-                amount_of=lambda u: 1)
+                amount_of=lambda u: 1, in_pool=alone)
+        if alone is not None:
+            alone.shutdown(wait=True)
         clean_articles = _count_records(FileSystems.join(work, WORK_DIRS["fingerprints"], "*.avro"))
         duplicates = _count_records(FileSystems.join(out_dir, "duplicates", "*.avro"))
         annotated_before = sum(_count_records(FileSystems.join(out_dir, "articles", f"{n}-*.avro"))
@@ -670,6 +680,8 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
                 amount_of=lambda u: 1)
     finally:
         progress.close()
+        if alone is not None:
+            alone.shutdown(wait=False, cancel_futures=True)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         composition.progress_sink = None

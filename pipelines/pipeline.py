@@ -67,6 +67,8 @@ TOP_ENTITIES = 20
 # other, under the run's work folder.
 WORK_DIRS = {"clean": "clean", "fingerprints": "fingerprints", "duplicate_ids": "duplicate_ids",
              "counts": "counts", "summary": SUMMARY_DIR}
+# The key under which the dedupe phase notes which part a fingerprint record came from.
+PART_KEY = "_part"
 # Called with 1 for every article that enters language detection and entity
 # extraction, when set: how a process that runs parts of a run tells its
 # launcher how far it is.
@@ -231,11 +233,57 @@ def build_clean_phase(p: beam.Pipeline, plan: str, part: str, work: str, options
     _tallies(_work(work, "summary", f"{part}-clean"), rejected=rejected)
 
 
+def _fingerprints_by_part(pattern: str):
+    """The fingerprint records of the files matching ``pattern``, each with
+    the part whose clean phase wrote it (its file name's prefix) as ``PART_KEY``."""
+    import fastavro
+
+    try:
+        paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # nothing matched
+        paths = []
+    for path in paths:
+        part = os.path.basename(path).split("-")[0]
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            for record in fastavro.reader(f):
+                record[PART_KEY] = part
+                yield record
+
+
+class _IdsByPart:
+    """Duplicate ids to ``<folder>/<part>.jsonl`` (a JSON string per line: an
+    id holds a path, which may hold a newline), one file per part, so that
+    the annotate phase of a part reads only its own: the decisions come file
+    by file in path order, so one part's ids are held at a time."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._part: str | None = None
+        self._ids: list[str] = []
+        self._written: set[str] = set()
+
+    def add(self, part: str, id_: str) -> None:
+        if part != self._part:
+            self.flush()
+            if part in self._written:
+                raise RuntimeError(f"the duplicate ids of part {part} did not come together")
+            self._part = part
+        self._ids.append(id_)
+
+    def flush(self) -> None:
+        if self._part is not None and self._ids:
+            with FileSystems.create(FileSystems.join(self._folder, f"{self._part}.jsonl"),
+                                    compression_type="uncompressed") as f:
+                f.write("".join(json.dumps(i) + "\n" for i in self._ids).encode("utf-8"))
+            self._written.add(self._part)
+        self._part, self._ids = None, []
+
+
 def run_dedupe_phase(work: str, options: NewsbeamOptions, schemas: dict, state_in: str | None = None,
                      state_out: str | None = None) -> dict[str, int]:
     """Phase 2: every part's fingerprints (and the history) -> duplicate
-    records to the output, their ids to ``work``, the newly kept
-    fingerprints to ``state_out``; returns the stage's counters.
+    records to the output, their ids to ``work`` (a file per part), the newly
+    kept fingerprints to ``state_out``; returns the stage's counters.
 
     Not a Beam pipeline: a local runner would hold every fingerprint and
     every candidate pair in memory at once. ``dedupe.decide_in_passes``
@@ -251,25 +299,25 @@ def run_dedupe_phase(work: str, options: NewsbeamOptions, schemas: dict, state_i
     methods: Counter = Counter()
     scratch_fd, scratch = tempfile.mkstemp(prefix="newsbeam-shingles-")
     os.close(scratch_fd)
+    duplicate_ids = _IdsByPart(_work(work, "duplicate_ids"))
     try:
         with contextlib.ExitStack() as files:
             duplicates = files.enter_context(AvroFileWriter(
                 FileSystems.join(options.output, "duplicates", "dedupe-00000-of-00001.avro"), schemas["duplicate"]))
-            duplicate_ids = files.enter_context(FileSystems.create(
-                _work(work, "duplicate_ids", "part-00000-of-00001.txt"), compression_type="uncompressed"))
             kept = files.enter_context(AvroFileWriter(
                 FileSystems.join(state_out, HISTORY_FOLDER, "part-00000-of-00001.avro"), schemas["fingerprint"])
                 if state_out else contextlib.nullcontext())
-            decisions = decide_in_passes(lambda: read_avro_files(fingerprint_files),
+            decisions = decide_in_passes(lambda: _fingerprints_by_part(fingerprint_files),
                                          lambda: read_avro_files(history_files) if history_files else (),
                                          scratch, options.near_dup_threshold, counters=counters)
-            for kind, record in decisions:
+            for kind, record, fp in decisions:
                 if kind == "duplicate":
                     duplicates.write(record)
-                    duplicate_ids.write((record["id"] + "\n").encode("utf-8"))
+                    duplicate_ids.add(fp[PART_KEY], record["id"])
                     methods[record["method"]] += 1
                 elif kept is not None:
-                    kept.write(record)
+                    kept.write({k: v for k, v in record.items() if k != PART_KEY})
+            duplicate_ids.flush()
     finally:
         os.remove(scratch)
     tallies = "".join(json.dumps({"kind": "duplicates", "key": method, "count": n}) + "\n"
@@ -290,8 +338,11 @@ def build_annotate_phase(p: beam.Pipeline, part: str, work: str, options: Newsbe
     )
     duplicate_ids = (
         p
-        | "ReadDuplicateIds" >> beam.io.ReadFromText(_work(work, "duplicate_ids", "part-*"))
-        | "AsRecords" >> beam.Map(lambda id_: {"id": id_})
+        | "MatchDuplicateIds" >> fileio.MatchFiles(_work(work, "duplicate_ids", f"{part}.jsonl"),
+                                                   empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+        | "OpenDuplicateIds" >> fileio.ReadMatches()
+        | "ReadDuplicateIds" >> beam.FlatMap(lambda readable: readable.read_utf8().splitlines())
+        | "AsRecords" >> beam.Map(lambda line: {"id": json.loads(line)})
     )
     kept = clean | "KeepUnique" >> KeepUnique(duplicate_ids)
     annotated, rejected, counts = _annotate(kept, options)

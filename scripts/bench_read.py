@@ -14,7 +14,9 @@ NER. An uncompressed JSONL is cut into byte ranges (read.RANGE_BYTES), so
 both workers read the one file. Printed per run: wall seconds, CPU seconds
 (user + system of every process of the run), CPU / wall (cores busy), peak
 RSS summed over the run's processes (sampled every 0.5 s), articles per
-second of wall time, and the summary's counts.
+second of wall time, and the summary's counts. The RSS samples (seconds,
+launcher MiB, each worker's MiB) go to ``rss-<workers>.tsv`` in ``--work``:
+where the peak is, the launcher's and any one worker's peak are printed too.
 
 ``--read-only`` runs only the read stage instead (the plan of the dump's
 byte ranges -> ``ReadArticles`` -> a count, on the FnApiRunner with N
@@ -81,7 +83,8 @@ with beam.Pipeline(options=opts) as p:
 """
 
 
-def run(dump: Path, out: Path, workers: int, languages: str, read_only: bool = False) -> dict:
+def run(dump: Path, out: Path, workers: int, languages: str, read_only: bool = False,
+        trace_path: Path | None = None) -> dict:
     if read_only:
         out.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-c", READ_ONLY, str(dump), str(out / "plan.jsonl"), str(workers)]
@@ -92,21 +95,32 @@ def run(dump: Path, out: Path, workers: int, languages: str, read_only: bool = F
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO)
     top = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_at = launcher_peak = worker_peak = 0
+    trace = open(trace_path, "w") if trace_path else None
     while proc.poll() is None:
         try:
-            rss = sum(p.memory_info().rss for p in [top, *top.children(recursive=True)])
-            peak = max(peak, rss)
+            launcher = top.memory_info().rss
+            workers = [c.memory_info().rss for c in top.children(recursive=True)]
         except psutil.Error:
-            pass
+            time.sleep(0.5)
+            continue
+        t, rss = time.perf_counter() - start, launcher + sum(workers)
+        if rss > peak:
+            peak, peak_at = rss, t
+        launcher_peak, worker_peak = max(launcher_peak, launcher), max([worker_peak, *workers])
+        if trace:
+            trace.write(f"{t:.1f}\t{launcher >> 20}\t" + "\t".join(str(w >> 20) for w in workers) + "\n")
         time.sleep(0.5)
     wall = time.perf_counter() - start
+    if trace:
+        trace.close()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"newsbeam run failed ({proc.returncode}): {' '.join(cmd)}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = None if read_only else json.loads((out / "summary.json").read_text())
-    return {"workers": workers, "wall": wall, "cpu": cpu, "peak_rss": peak, "summary": summary}
+    return {"workers": workers, "wall": wall, "cpu": cpu, "peak_rss": peak, "peak_at": peak_at,
+            "launcher_peak": launcher_peak, "worker_peak": worker_peak, "summary": summary}
 
 
 def main() -> None:
@@ -134,16 +148,19 @@ def main() -> None:
     size = dump.stat().st_size
     print(f"input: {dump} ({size / 1e9:.2f} GB); machine: {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
     for workers in (int(w) for w in args.workers.split(",")):
-        r = run(dump, work / f"out-{workers}", workers, args.languages, args.read_only)
+        r = run(dump, work / f"out-{workers}", workers, args.languages, args.read_only,
+                work / f"rss-{workers}.tsv")
         line = (f"workers={workers}: wall {r['wall']:.0f} s, CPU {r['cpu']:.0f} s "
-                f"(CPU/wall {r['cpu'] / r['wall']:.2f}), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
+                f"(CPU/wall {r['cpu'] / r['wall']:.2f}), peak RSS {r['peak_rss'] / 2**30:.2f} GiB "
+                f"at {r['peak_at']:.0f} s (alone: launcher {r['launcher_peak'] / 2**30:.2f}, "
+                f"one worker {r['worker_peak'] / 2**30:.2f}), "
                 f"{size / 1e6 / r['wall']:.1f} MB/s")
         s = r["summary"]
         if s:
             n = s["inputs"]["records"]
             line += (f", {n / r['wall']:.0f} records/s; records {n}, articles {s['articles']}, duplicates "
                      f"{s['duplicates']['total']}, rejected {s['rejected']['total']}, "
-                     f"parts {s['execution'].get('parts')}")
+                     f"parts {s['execution'].get('parts')}, phase seconds {s['timings'].get('phase_seconds')}")
         print(line, flush=True)
 
 

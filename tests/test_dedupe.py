@@ -171,6 +171,42 @@ def test_near_prefers_earliest_kept_and_history_always_wins():
     assert decisions == {"b": ("zzz", 0.8, True), "m2": ("m1", 0.95, False)}
 
 
+def _greedy_reference(ranks, history, edges):
+    # The clustering spelled out with sets, as resolve_near was first written.
+    earlier = {}
+    for a, b, sim in edges:
+        if ranks[b] < ranks[a]:
+            a, b = b, a
+        earlier.setdefault(b, []).append((ranks[a], sim, a))
+    kept, out = set(), {}
+    for node in sorted({n for a, b, _ in edges for n in (a, b)}, key=lambda n: ranks[n]):
+        matches = sorted(m for m in earlier.get(node, ()) if m[2] in kept)
+        if history[node] or not matches:
+            kept.add(node)
+        else:
+            out[node] = (matches[0][2], matches[0][1])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_numbered_clustering_is_the_greedy_one_on_random_graphs(seed):
+    import random
+
+    from pipelines.dedupe import resolve_near_numbered
+
+    rng = random.Random(seed)
+    n = rng.randint(2, 40)
+    ranks = list(range(n))
+    rng.shuffle(ranks)
+    history = [rng.random() < 0.2 for _ in range(n)]
+    pairs = {tuple(rng.sample(range(n), 2)) for _ in range(rng.randint(1, 3 * n))}
+    pairs = {(a, b) for a, b in pairs if (b, a) not in pairs or a < b}
+    edges = [(a, b, round(rng.uniform(0.8, 1.0), 3)) for a, b in sorted(pairs)]
+    got = {d: (k, sim) for d, k, sim in resolve_near_numbered(
+        ranks, history, [e[0] for e in edges], [e[1] for e in edges], [e[2] for e in edges])}
+    assert got == _greedy_reference(ranks, history, edges)
+
+
 def test_fingerprint_record_has_packed_shingles():
     a = art("a", story(1))
     fp = fingerprint(a)
@@ -338,8 +374,8 @@ def passes(articles, history=(), bucket_cap=DEFAULT_BUCKET_CAP, tmp_path=None, t
     out = list(decide_in_passes(lambda: iter(fps), lambda: iter(history), scratch, threshold, bucket_cap,
                                 counters=counters))
     dups = sorted((r["id"], r["duplicate_of"], r["method"], round(r["similarity"], 6))
-                  for kind, r in out if kind == "duplicate")
-    kept = sorted(r["id"] for kind, r in out if kind == "fingerprint")
+                  for kind, r, fp in out if kind == "duplicate" and fp["id"] == r["id"])
+    kept = sorted(r["id"] for kind, r, fp in out if kind == "fingerprint" and fp is r)
     return kept, dups, counters
 
 

@@ -53,6 +53,9 @@ def write_corpus(folder, seed: int = 7) -> None:
     (folder / "m_near_of_05.json").write_text(json.dumps(
         {"title": "Story 5 edited", "text": " ".join(words), "published": "2024-04-02T08:00:00Z"}))
     (folder / "c_text_copy_of_11.txt").write_text("Story eleven\n\n" + stories[11] + "\n")
+    # a newline in a path: what the phases pass between them must keep a source whole
+    (folder / "n_new\nline_exact_of_02.json").write_text(json.dumps(
+        {"title": "Story 2 again", "text": stories[2], "published": "2024-05-01T08:00:00Z"}))
     (folder / "d_short.json").write_text(json.dumps({"title": "Brief", "text": "Too short to keep."}))
     (folder / "e_broken.json").write_text('{"title": "Broken", "text": ')
 
@@ -80,7 +83,7 @@ def test_many_tiny_parts_give_exactly_what_one_pipeline_gives(tmp_path):
     assert main(["run", str(corpus), "--output", str(parts), "--chunk-bytes", "1"]) == 0
     a, b = comparable(one), comparable(parts)
     summary = json.loads((parts / "summary.json").read_text())
-    assert summary["execution"]["parts"] == len(list(corpus.iterdir())) == 20
+    assert summary["execution"]["parts"] == len(list(corpus.iterdir())) == 21
     assert set(summary["timings"]["phase_seconds"]) == {"read+clean", "dedupe", "annotate", "merge"}
     assert a["duplicates"], "the corpus has duplicates"
     kept_of_3 = [d["duplicate_of"] for d in b["duplicates"] if d["source"].endswith("a03.json")]
@@ -89,7 +92,8 @@ def test_many_tiny_parts_give_exactly_what_one_pipeline_gives(tmp_path):
     assert {d["method"] for d in b["duplicates"]} == {"exact", "near"}
     assert a == b
     s = b["summary"]
-    assert s["inputs"]["records"] == s["articles"] + s["duplicates"]["total"] + s["rejected"]["total"] == 20
+    assert s["inputs"]["records"] == s["articles"] + s["duplicates"]["total"] + s["rejected"]["total"] == 21
+    assert any("\n" in d["source"] for d in b["duplicates"]) and not any("\n" in x["source"] for x in b["articles"])
     assert not (parts / "_work").exists() and not (parts / ".staging").exists()
 
 
