@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam

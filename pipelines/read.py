@@ -86,6 +86,13 @@ RAW_LIMIT = 64 * 1024
 # Bytes sniffed for NUL characters: binary formats (images, PDFs, archives)
 # show one almost at once, text in UTF-8 or a legacy 8-bit code page never.
 BINARY_SNIFF_BYTES = 8192
+# UTF-16 without a byte-order mark: at least this share of its code units has a
+# NUL high byte (a Cyrillic or Greek text's spaces and punctuation are ~15 %), at
+# most this share a NUL low byte (U+0100, U+0200, ... are rare); and as UTF-16
+# or UTF-32 this share of the characters is printable.
+WIDE_MIN_NUL_SHARE = 0.1
+WIDE_MAX_STRAY_NUL_SHARE = 0.02
+WIDE_MIN_PRINTABLE = 0.95
 # Past --max-bytes of output, a compressed stream may not grow beyond this
 # many times the compressed bytes read so far (TooLarge: a bomb), so a bomb
 # stops after inflating a bounded multiple of its size even in a stream read
@@ -134,6 +141,49 @@ def utf_bom_encoding(head: bytes) -> str | None:
     return next((encoding for bom, encoding in _UTF_BOMS if head.startswith(bom)), None)
 
 
+def wide_encoding(head: bytes) -> str | None:
+    """The UTF-16 or UTF-32 encoding of a file from its first bytes: by its
+    byte-order mark, else by where its NULs fall. Without a mark (Windows tools
+    and some exporters write none) text of any alphabet shows NUL high bytes
+    in its spaces, digits and punctuation, in one byte of two (UTF-16) or in
+    the top two of four (UTF-32), where a binary file has NULs in every
+    position; what decodes must also be printable text."""
+    if bom := utf_bom_encoding(head):
+        return bom
+    if b"\x00" not in head:
+        return None
+    four = head[:len(head) - len(head) % 4]
+    units = len(four) // 4
+    if units >= 4:
+        # A code point's top byte is always NUL, the next one but above U+FFFF.
+        z = [four[i::4].count(0) for i in range(4)]
+        if z[3] == units and z[2] >= (1 - WIDE_MIN_NUL_SHARE) * units and z[0] < units:
+            return _printable_as(four, "utf-32-le")
+        if z[0] == units and z[1] >= (1 - WIDE_MIN_NUL_SHARE) * units and z[3] < units:
+            return _printable_as(four, "utf-32-be")
+    two = head[:len(head) - len(head) % 2]
+    units = len(two) // 2
+    if units < 8:
+        return None
+    low, high = two[0::2].count(0), two[1::2].count(0)
+    if high >= WIDE_MIN_NUL_SHARE * units and low <= WIDE_MAX_STRAY_NUL_SHARE * units:
+        return _printable_as(two, "utf-16-le")
+    if low >= WIDE_MIN_NUL_SHARE * units and high <= WIDE_MAX_STRAY_NUL_SHARE * units:
+        return _printable_as(two, "utf-16-be")
+    return None
+
+
+def _printable_as(head: bytes, encoding: str) -> str | None:
+    try:  # not final: the sniffed bytes may end inside a surrogate pair
+        text = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
+    if not text or "\x00" in text:
+        return None
+    printable = sum(ch.isprintable() or ch in "\t\n\r" for ch in text)
+    return encoding if printable >= WIDE_MIN_PRINTABLE * len(text) else None
+
+
 class _AsUTF8(io.RawIOBase):
     """A UTF-16 or UTF-32 stream read as UTF-8, a chunk at a time, so that the
     line and JSON readers (which work on UTF-8 bytes) read it as they read
@@ -161,7 +211,7 @@ class _AsUTF8(io.RawIOBase):
 
 def _as_utf8(stream):
     """The buffered stream itself, or a UTF-8 view of it when it starts with a UTF-16/32 byte-order mark."""
-    encoding = utf_bom_encoding(_peek(stream, 4))
+    encoding = wide_encoding(_peek(stream))
     return io.BufferedReader(_AsUTF8(stream, encoding), buffer_size=READ_CHUNK) if encoding else stream
 
 
@@ -454,7 +504,7 @@ def read_limited(stream, max_bytes: int, compression: str | None = None) -> byte
 
 def looks_binary(data: bytes) -> bool:
     head = data[:BINARY_SNIFF_BYTES]
-    if utf_bom_encoding(head):  # UTF-16 and UTF-32 text has NULs but is text
+    if wide_encoding(head):  # UTF-16 and UTF-32 text has NULs but is text
         return False
     return b"\x00" in head
 
@@ -579,7 +629,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     """
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors=UTF8_FALLBACK), "utf-8-sig"
-    if wide := utf_bom_encoding(data[:4]):
+    if wide := wide_encoding(data[:BINARY_SNIFF_BYTES]):
         return data.decode(wide, errors="replace"), wide
     try:
         return data.decode("utf-8"), "utf-8"
@@ -979,7 +1029,7 @@ def _sniff_encoding(head: bytes) -> str:
     """The encoding of a stream from its first bytes (decode_bytes' choice, for streams)."""
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
-    if wide := utf_bom_encoding(head):
+    if wide := wide_encoding(head):
         return wide
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
@@ -1317,7 +1367,7 @@ def parse_payload(data: bytes, source: str, key: str, fmt: str) -> Iterator[dict
     key, which only rejected records have (and, from WARC files,
     ``{"skipped": kind}`` for records that are no page).
     """
-    if fmt in ("json", "jsonl") and (encoding := utf_bom_encoding(data[:4])):
+    if fmt in ("json", "jsonl") and (encoding := wide_encoding(data[:BINARY_SNIFF_BYTES])):
         data = data.decode(encoding, errors="replace").encode("utf-8")
     if fmt in ("text", "html") or (fmt == "json" and not _starts_array(data[:READ_CHUNK])):
         yield from _parse_whole(data, source, key, fmt)
@@ -1349,7 +1399,7 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
                 records = iter_parquet(raw, item.source, item.key, max_bytes)
             elif fmt == "jsonl" and item.is_range:
                 stream = _buffered(raw)
-                if not utf_bom_encoding(_peek(stream, 4)):
+                if not wide_encoding(_peek(stream)):
                     records = iter_jsonl(stream, item.source, item.key, max_bytes, item.start, item.end)
                 elif item.start == 0:
                     # Lines of UTF-16/32 cannot be found from a byte offset: the first range reads the file.

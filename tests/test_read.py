@@ -14,6 +14,7 @@ from pipelines.read import (
     decode_bytes,
     format_of,
     json_depth,
+    looks_binary,
     parse_json,
     parse_payload,
     read_limited,
@@ -365,9 +366,12 @@ def test_a_split_jsonl_gives_exactly_the_records_of_the_whole_file(tmp_path, new
     assert whole[-1]["title"] == "last"
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-16-le no BOM", "utf-16-be no BOM",
+                                      "utf-32-le no BOM", "utf-32-be no BOM"])
 def test_utf16_and_utf32_json_lines_and_arrays_read_as_utf8_would(tmp_path, encoding):
-    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # Python's utf-16/utf-32 write their own BOM
+    encoding, _, no_bom = encoding.partition(" ")
+    # Python's utf-16/utf-32 write their own BOM
+    bom = "" if no_bom else {"utf-16-be": "\ufeff"}.get(encoding, "")
     objs = [dict(a, text=a["text"] + " \u00e9t\u00e9 \u4e2d\u6587 \U0001f600") for a in ARTICLES]
     utf8 = tmp_path / "a.jsonl"
     utf8.write_bytes(_jsonl(objs))
@@ -387,7 +391,38 @@ def test_utf16_and_utf32_json_lines_and_arrays_read_as_utf8_would(tmp_path, enco
     csv_text = "title,text\n" + "".join(f'{o["title"]},"{o["text"]}"\n' for o in objs)
     rows = parse_payload((bom + csv_text).encode(encoding), "w.csv", "w.csv", "csv")
     assert [r["text"] for r in rows] == [o["text"] for o in objs]
-    assert decode_bytes((bom + "Caf\u00e9").encode(encoding))[0] == "Caf\u00e9"
+    # Without a BOM, a text too short to show where its NULs fall is not taken for UTF-16/32.
+    short = "Caf\u00e9 au lait" if no_bom else "Caf\u00e9"
+    assert decode_bytes((bom + short).encode(encoding))[0] == short
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+@pytest.mark.parametrize("text", [
+    "Headline\n\nThe council met on Monday to discuss the budget for 2025.",
+    "\u0417\u0430\u0433\u043e\u043b\u043e\u0432\u043e\u043a\n\n\u0421\u043e\u0432\u0435\u0442 "
+    "\u0441\u043e\u0431\u0440\u0430\u043b\u0441\u044f \u0432 \u043f\u043e\u043d\u0435\u0434\u0435"
+    "\u043b\u044c\u043d\u0438\u043a, \u0447\u0442\u043e\u0431\u044b \u043e\u0431\u0441\u0443\u0434"
+    "\u0438\u0442\u044c \u0431\u044e\u0434\u0436\u0435\u0442.",
+])
+def test_utf16_and_utf32_text_without_a_bom_is_text_not_binary(encoding, text):
+    data = (text * 3).encode(encoding)
+    assert not looks_binary(data)
+    assert decode_bytes(data) == (text * 3, encoding)
+
+
+def test_binary_files_with_nuls_stay_binary():
+    import gzip
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("a.txt", "hello " * 100)
+    samples = [
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00\x00" * 40,
+        buffer.getvalue(), gzip.compress(b"\x00" * 5000), bytes(range(256)) * 20, b"\x00\x01" * 5000,
+        "int main() { return 0; }".encode("ascii").replace(b" ", b"\x00") * 50,
+    ]
+    assert [looks_binary(b) for b in samples] == [True] * len(samples)
 
 
 def test_a_range_boundary_on_a_line_start_or_inside_a_line(tmp_path):
