@@ -65,8 +65,9 @@ def _build_parser():
                     "(OUTPUT/latest names the newest).",
         epilog=BEAM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("inputs", nargs="+", metavar="INPUT",
-                     help="article file (.txt .md .json .jsonl .ndjson .html .htm, optionally .gz), "
-                          "folder, or glob; local or any Beam FileSystems URL")
+                     help="article file (.txt .md .json .jsonl .ndjson .html .htm .csv .tsv .warc .arc, "
+                          "each optionally .gz .bz2 .zst; .parquet), folder, or glob; local or any Beam "
+                          "FileSystems URL")
     _add_console_flags(run)
     run.add_argument("--report", action="store_true",
                      help="after a successful run, write OUTPUT/report.html (see 'newsbeam report')")

@@ -309,10 +309,21 @@ class _Counting(io.RawIOBase):
         return self._stream.tell()
 
 
-_GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM=deflate: how every gzip member starts
+# How every member (gzip), stream (bzip2) or frame (zstd) starts: where
+# reading a compressed WARC can resume after a bad one.
+_MEMBER_MAGIC = {
+    "gzip": re.compile(re.escape(b"\x1f\x8b\x08")),  # ID1, ID2 and CM=deflate
+    "bzip2": re.compile(re.escape(b"BZh") + b"[1-9]" + re.escape(b"1AY&SY")),  # level, then the block magic
+    "zstd": re.compile(re.escape(b"\x28\xb5\x2f\xfd")),
+}
+# A .warc.zst may open with its dictionary in a skippable frame of this magic
+# (IIPC's WARC-zstd, as Archive Team's wget-at writes it); the dictionary may
+# itself be zstd-compressed.
+_ZSTD_DICT_FRAME = b"\x5d\x2a\x4d\x18"
+MAX_ZSTD_DICT_BYTES = 64 << 20
 
 
-def _decompressor(compression: str):
+def _decompressor(compression: str, zstd_dict=None):
     if compression == "gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if compression == "bzip2":
@@ -320,7 +331,7 @@ def _decompressor(compression: str):
     if compression == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().decompressobj()
+        return zstandard.ZstdDecompressor(dict_data=zstd_dict).decompressobj()
     raise ValueError(f"unknown compression {compression!r}")
 
 
@@ -355,6 +366,34 @@ class DecompressingReader(io.RawIOBase):
         # (output offset, stream offset) of the latest members' starts: a reader
         # that fails at some output offset names the member to give up by it.
         self._members: collections.deque = collections.deque(maxlen=4096)
+        self._zstd_dict = None
+
+    def _new_decompressor(self):
+        return _decompressor(self._compression, self._zstd_dict)
+
+    def _take_zstd_dictionary(self) -> None:
+        """The dictionary frame at the start of a .zst (``_pending`` starts
+        with it): loaded for every frame that follows, and consumed."""
+        import zstandard
+
+        while len(self._pending) < 8 and not self._source_done:
+            more = self._source.read(READ_CHUNK)
+            self._source_done = not more
+            self._pending += more
+        size = int.from_bytes(self._pending[4:8], "little") if len(self._pending) >= 8 else -1
+        if size < 0 or size > MAX_ZSTD_DICT_BYTES:
+            raise CorruptStream(f"zstd dictionary frame of {size} bytes (at most {MAX_ZSTD_DICT_BYTES})")
+        while len(self._pending) < 8 + size and not self._source_done:
+            more = self._source.read(max(READ_CHUNK, 8 + size - len(self._pending)))
+            self._source_done = not more
+            self._pending += more
+        if len(self._pending) < 8 + size:
+            raise Truncated("zstd stream ends inside its dictionary frame (truncated file)")
+        content, self._pending = self._pending[8:8 + size], self._pending[8 + size:]
+        if content[:4] == b"\x28\xb5\x2f\xfd":
+            content = zstandard.ZstdDecompressor().decompress(content, max_output_size=MAX_ZSTD_DICT_BYTES)
+        self._zstd_dict = zstandard.ZstdCompressionDict(content)
+        self._decompressor = self._new_decompressor()
 
     def readable(self):
         return True
@@ -379,6 +418,10 @@ class DecompressingReader(io.RawIOBase):
             # NUL padding after the last member (tape-style gzip) is no new member.
             self._pending = self._source.read(READ_CHUNK)
             self._source_done = not self._pending
+        if (self._compression == "zstd" and not self._started and self.produced == 0 and self._zstd_dict is None
+                and self._pending[:4] == _ZSTD_DICT_FRAME):
+            self._take_zstd_dictionary()
+            return self._next_input()
         if not self._pending:
             if self._started:
                 raise Truncated(f"{self._compression} stream ends early (truncated file)")
@@ -410,7 +453,7 @@ class DecompressingReader(io.RawIOBase):
         if d.eof:
             # Concatenated members (gzip) and frames (zstd, bzip2) continue the stream.
             self._pending = d.unused_data + self._pending
-            self._decompressor = _decompressor(self._compression)
+            self._decompressor = self._new_decompressor()
             self._started = False
         return True
 
@@ -439,18 +482,18 @@ class DecompressingReader(io.RawIOBase):
             raise self.error
 
     def skip_to_next_member(self, at_output: int | None = None) -> bool:
-        """Give up a gzip member (corrupt, or holding bytes the reader cannot
-        use): the one being read, or the one holding output offset
-        ``at_output``. Reading goes on from the next member header after its
-        start in the compressed file (which must be seekable); False when
-        there is none. What was decompressed past the member's start but not
+        """Give up a member (gzip; a bzip2 stream, a zstd frame: corrupt, or
+        holding bytes the reader cannot use): the one being read, or the one
+        holding output offset ``at_output``. Reading goes on from the next
+        member header after its start in the compressed file (which must be
+        seekable); False when there is none. What was decompressed past the member's start but not
         read is dropped. Bytes that look like a header but start no member
         fail deflate or the CRC and are skipped the same way, so this always
         moves forward."""
         # A WARC record's offset + length leaves out the CRLF CRLF that ends it: a member starting
         # within those 4 bytes is the one that follows the record, where reading failed.
         members = [m for m in self._members if at_output is None or m[0] <= at_output + 4]
-        if self._compression != "gzip" or not members or members[-1][1] < 0 or not self._source.seekable():
+        if not members or members[-1][1] < 0 or not self._source.seekable():
             return False
         out_start, start = members[-1]
         later = [m for m in self._members if m[0] > out_start]
@@ -458,23 +501,26 @@ class DecompressingReader(io.RawIOBase):
             self.produced = later[0][0]
         self._members.clear()
         self._out, self._at, self.error = b"", 0, None
-        self._decompressor, self._started = _decompressor("gzip"), False
+        self._decompressor, self._started = self._new_decompressor(), False
+        magic = _MEMBER_MAGIC[self._compression]
+        keep = 9  # longer than any magic's match less one byte: a header across two reads is found
         at = start + 1
         self._source.seek(at)
         data = b""
         while True:
             chunk = self._source.read(READ_CHUNK)
             data += chunk
-            found = data.find(_GZIP_MAGIC)
-            if found >= 0:
-                self._source.seek(at + found)
+            found = magic.search(data)
+            if found:
+                self._source.seek(at + found.start())
                 self._pending, self._source_done = b"", False
                 return True
             if not chunk:
                 self._pending, self._source_done = b"", True
                 return False
-            at += len(data) - (len(_GZIP_MAGIC) - 1)
-            data = data[-(len(_GZIP_MAGIC) - 1):]
+            tail = data[-keep:]
+            at += len(data) - len(tail)
+            data = tail
 
 
 def open_decompressed(stream, compression: str | None, floor: int):
@@ -1225,7 +1271,7 @@ def iter_warc(stream, source: str, key: str, max_bytes: int, shift: int = 0, fir
 
     ``shift`` is added to the offsets of a stream that is not the file's
     start and cannot seek, whose own offsets count from 0 (``first`` False:
-    a later segment of a compressed WARC, see ``iter_warc_gzip``, which may
+    a later segment of a compressed WARC, see ``iter_warc_compressed``, which may
     hold no record)."""
     from warcio.archiveiterator import ArchiveIterator
 
@@ -1302,14 +1348,19 @@ class WarcGap(Exception):
         self.offset = offset
 
 
-def iter_warc_gzip(raw, source: str, key: str, max_bytes: int) -> Iterator[dict]:
-    """Records of a gzip-compressed WARC, read as ``iter_warc`` reads one
-    uncompressed, except that a bad spot (a corrupt gzip member, or bytes in
-    a member that hold no WARC record) costs the rest of that member, usually
-    its one record: reading resumes at the next gzip member, as WARC writers
-    put one record in each. Offsets count decompressed bytes, those of a
-    corrupt member up to where it broke."""
-    reader = DecompressingReader(raw, "gzip", max_bytes)
+_MEMBER_NAME = {"gzip": "gzip member", "bzip2": "bzip2 stream", "zstd": "zstd frame"}
+
+
+def iter_warc_compressed(raw, source: str, key: str, max_bytes: int, compression: str) -> Iterator[dict]:
+    """Records of a compressed WARC, read as ``iter_warc`` reads one
+    uncompressed, except that a bad spot (a corrupt member, or bytes in a
+    member that hold no WARC record) costs the rest of that member, usually
+    its one record: reading resumes at the next member (gzip member, bzip2
+    stream, zstd frame), as WARC writers put one record in each. Offsets
+    count decompressed bytes, those of a corrupt member up to where it
+    broke. A file compressed as one member loses what follows the damage."""
+    reader = DecompressingReader(raw, compression, max_bytes)
+    member = _MEMBER_NAME[compression]
     first = True
     while True:
         try:
@@ -1322,8 +1373,8 @@ def iter_warc_gzip(raw, source: str, key: str, max_bytes: int) -> Iterator[dict]
             resumes = reader.skip_to_next_member(e.offset if isinstance(e, WarcGap) else None)
             what = "holds no WARC record" if isinstance(e, WarcGap) else "is corrupt"
             yield rejected(f"{source}@{where}", STAGE, "unreadable",
-                           f"the gzip member at byte {where} of the decompressed WARC {what} ({e}); "
-                           + ("reading resumes at the next gzip member" if resumes else "no gzip member follows"))
+                           f"the {member} at byte {where} of the decompressed WARC {what} ({e}); "
+                           + (f"reading resumes at the next {member}" if resumes else f"no {member} follows"))
             if not resumes:
                 return
         first = False
@@ -1393,6 +1444,7 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
         return
     source = f"{item.source}@{item.start}" if item.start > 0 else item.source
     done = 0
+    held = None  # "the file is empty", unless decompression failed: then that failure is the file's one record
     try:
         with FileSystems.open(item.path, compression_type="uncompressed") as raw:
             if fmt == "parquet":
@@ -1406,8 +1458,8 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
                     records = iter_jsonl(_as_utf8(stream), item.source, item.key, max_bytes)
                 else:
                     records = iter(())
-            elif fmt == "warc" and compression == "gzip":
-                records = iter_warc_gzip(raw, item.source, item.key, max_bytes)
+            elif fmt == "warc" and compression is not None:
+                records = iter_warc_compressed(raw, item.source, item.key, max_bytes, compression)
                 check = _nothing
             else:
                 decompressed, check = open_decompressed(raw, compression, max_bytes)
@@ -1420,10 +1472,15 @@ def read_unit(item: InputFile, max_bytes: int) -> Iterator[dict]:
                 else:
                     records = iter_records(stream, item.source, item.key, fmt, max_bytes)
             for record in records:
+                if record.get("reason") == "empty" and record.get("source") == item.source and not done:
+                    held = record
+                    continue
                 done += 1
                 yield record
             if fmt != "parquet" and not item.is_range:
                 check()
+        if held is not None:
+            yield held
     except TooLarge as e:
         yield rejected(source, STAGE, "too_large", _after(str(e), done))
     except EOFError as e:  # Truncated among them: what was read is kept, the cut is said

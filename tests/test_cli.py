@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,17 @@ def test_help_lists_options():
                          cwd=REPO, check=True).stdout
     for option in ("--output", "--max-bytes", "--min-words", "--spacy-model", "--languages", "--state-dir"):
         assert option in out
+
+
+def test_help_names_every_format_the_read_stage_reads():
+    from pipelines import read
+
+    out = " ".join(subprocess.run([sys.executable, "-m", "pipelines", "run", "--help"], capture_output=True,
+                                  text=True, cwd=REPO, check=True).stdout.split())
+    suffixes = [s for name in dir(read) if name.endswith("_SUFFIXES") for s in getattr(read, name)]
+    assert len(suffixes) >= 10
+    for suffix in suffixes + list(read.COMPRESSIONS):
+        assert re.search(re.escape(suffix) + r"\b", out), suffix
 
 
 # --- strict options, clean failures and interrupts (issue 15) ---------------

@@ -659,6 +659,42 @@ def test_warc_responses_with_html_are_pages_and_the_rest_is_counted(tmp_path, gz
     assert len({p["id"] for p in pages}) == 2
 
 
+def _arc(records) -> list[bytes]:
+    """ARC v1 records, as the Internet Archive wrote them before WARC: a
+    filedesc record, then one 'URL IP DATE CONTENT-TYPE LENGTH' line and the
+    raw HTTP response per fetch. Built by hand: warcio reads ARC but writes
+    only WARC."""
+    def record(url, content_type, payload):
+        header = b"%s 192.0.2.1 20240301120000 %s %d\n" % (url.encode(), content_type.encode(), len(payload))
+        return header + payload + b"\n"
+
+    desc = b"1 0 newsbeam-test\nURL IP-address Archive-date Content-type Archive-length\n"
+    out = [record("filedesc://test.arc", "text/plain", desc)]
+    for url, content_type, body in records:
+        http = b"HTTP/1.0 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (content_type.encode(), len(body))
+        out.append(record(url, content_type.split(";")[0], http + body))
+    return out
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_arc_file_is_read_as_a_warc(tmp_path, gz):
+    import gzip
+
+    parts = _arc([("https://a/1", "text/html; charset=utf-8", PAGE % (1, 1)),
+                  ("https://a/logo.png", "image/png", b"\x89PNG"),
+                  ("https://a/2", "text/html", PAGE % (2, 2))])
+    path = tmp_path / ("old.arc.gz" if gz else "old.arc")
+    # An .arc.gz is one gzip member per record, like a .warc.gz.
+    path.write_bytes(b"".join(gzip.compress(p) for p in parts) if gz else b"".join(parts))
+    records = _read(path)
+    assert [r.get("skipped") or r.get("reason") or "page" for r in records] == [
+        "warcinfo", "page", "response_image", "page"]
+    pages = _articles(records)
+    assert [p["url"] for p in pages] == ["https://a/1", "https://a/2"]
+    assert [p["crawled"] for p in pages] == ["2024-03-01T12:00:00Z"] * 2 and pages[0]["published"] is None
+    assert b"Page 2" in pages[1]["text"].encode() and pages[1]["source"] == f"{path.name}@{sum(map(len, parts[:3]))}"
+
+
 def test_a_warc_cut_short_keeps_the_records_before(tmp_path):
     path = tmp_path / "c.warc"
     _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)], False)
@@ -689,24 +725,33 @@ def test_junk_between_warc_records_loses_no_record(tmp_path, junk):
     assert bad["reason"] == "unreadable" and "resumes" in bad["detail"]
 
 
-@pytest.mark.parametrize("damage", ["corrupt_member", "junk_member", "corrupt_header"])
-def test_a_bad_gzip_member_of_a_warc_gz_loses_only_its_record(tmp_path, damage):
-    import gzip
-
-    path = tmp_path / "c.warc.gz"
-    _warc(path, [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)], True)
+def _per_record(path, compression, records) -> list[bytes]:
+    """The WARC of ``records`` compressed one record per member (gzip), stream
+    (bzip2) or frame (zstd), as WARC writers do: the members, in order."""
+    _warc(path, records, False)
     data = path.read_bytes()
-    starts = [i for i in range(len(data)) if data.startswith(b"\x1f\x8b\x08", i)]
-    assert len(starts) == 5  # one member per record, as WARC writers do
-    third, fourth = starts[2], starts[3]
-    if damage == "corrupt_member":  # bytes flipped inside the deflate data
-        mid = (third + fourth) // 2
-        data = data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 8]) + data[mid + 8:]
+    starts = [i for i in range(len(data)) if data.startswith(b"WARC/1.0\r\n", i)] + [len(data)]
+    # zstd with its checksum (as the zstd tool writes it): damage in literals is found too.
+    pack = zstandard.ZstdCompressor(write_checksum=True).compress if compression == "zstd" else COMPRESS[compression]
+    return [pack(data[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
+@pytest.mark.parametrize("damage", ["corrupt_member", "junk_member", "corrupt_header"])
+def test_a_bad_member_of_a_compressed_warc_loses_only_its_record(tmp_path, damage, compression):
+    path = tmp_path / ("c.warc" + SUFFIX[compression])
+    members = _per_record(tmp_path / "plain.warc", compression,
+                          [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(5)])
+    third = members[2]
+    if damage == "corrupt_member":  # bytes flipped inside the compressed data
+        mid = len(third) // 2
+        members[2] = third[:mid] + bytes(b ^ 0x5A for b in third[mid:mid + 8]) + third[mid + 8:]
     elif damage == "junk_member":  # a whole member that holds no WARC record
-        data = data[:third] + gzip.compress(b"not a WARC record\r\n\r\n" * 20) + data[third:]
-    else:  # the member's header broken: its flags byte says fields that are not there
-        data = data[:third + 3] + b"\xff" + data[third + 4:]
-    path.write_bytes(data)
+        members.insert(2, COMPRESS[compression](b"not a WARC record\r\n\r\n" * 20))
+    else:  # the member's header broken (gzip: flags that say fields not there; bzip2, zstd: the magic)
+        at = 3 if compression == "gzip" else 2
+        members[2] = third[:at] + (b"\xff" if compression == "gzip" else b"x") + third[at + 1:]
+    path.write_bytes(b"".join(members))
     records = _read(path)
     urls = [p["url"] for p in _articles(records)]
     bad = [r for r in records if "reason" in r]
@@ -715,9 +760,60 @@ def test_a_bad_gzip_member_of_a_warc_gz_loses_only_its_record(tmp_path, damage):
     else:
         assert urls == ["https://a/0", "https://a/1", "https://a/3", "https://a/4"]
     assert bad and all(r["reason"] == "unreadable" for r in bad)
-    assert any("resumes at the next gzip member" in r["detail"] for r in bad)
+    member = {"gzip": "gzip member", "bzip2": "bzip2 stream", "zstd": "zstd frame"}[compression]
+    assert any(f"resumes at the next {member}" in r["detail"] for r in bad)
     # Read again, the same ids: they do not depend on how the damage was read around.
     assert [r.get("id") for r in _read(path)] == [r.get("id") for r in records]
+
+
+def _zstd_dictionary_frame(samples, compressed: bool) -> tuple[bytes, "zstandard.ZstdCompressionDict"]:
+    """The skippable frame that opens a dictionary-compressed .warc.zst (IIPC's
+    WARC-zstd, as wget-at writes it), holding the dictionary raw or zstd-compressed."""
+    import struct
+
+    dictionary = zstandard.train_dictionary(2048, samples)
+    content = dictionary.as_bytes()
+    if compressed:
+        content = zstandard.ZstdCompressor().compress(content)
+    return struct.pack("<II", 0x184D2A5D, len(content)) + content, dictionary
+
+
+@pytest.mark.parametrize("compressed_dictionary", [False, True])
+def test_a_warc_zst_with_its_dictionary_is_read(tmp_path, compressed_dictionary):
+    pages = [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(40)]
+    _warc(tmp_path / "plain.warc", pages, False)
+    data = (tmp_path / "plain.warc").read_bytes()
+    starts = [i for i in range(len(data)) if data.startswith(b"WARC/1.0\r\n", i)] + [len(data)]
+    plain = [data[a:b] for a, b in zip(starts, starts[1:])]
+    frame, dictionary = _zstd_dictionary_frame(plain, compressed_dictionary)
+    packer = zstandard.ZstdCompressor(dict_data=dictionary)
+    members = [packer.compress(r) for r in plain]
+    path = tmp_path / "c.warc.zst"
+    path.write_bytes(frame + b"".join(members))
+    records = _read(path)
+    assert [p["url"] for p in _articles(records)] == [f"https://a/{i}" for i in range(40)]
+    assert [p["source"] for p in _articles(records)][1] == f"c.warc.zst@{len(plain[0])}"
+    # Damage in one frame: the dictionary still decodes the frames after it.
+    members[5] = members[5][:6] + bytes(b ^ 0x5A for b in members[5][6:14]) + members[5][14:]
+    path.write_bytes(frame + b"".join(members))
+    urls = [p["url"] for p in _articles(_read(path))]
+    assert urls == [f"https://a/{i}" for i in range(40) if i != 5]
+
+
+def test_a_jsonl_zst_with_a_dictionary_frame_is_read(tmp_path):
+    lines = [_jsonl([a]) for a in ARTICLES]
+    frame, dictionary = _zstd_dictionary_frame(lines * 20, compressed=True)
+    path = tmp_path / "a.jsonl.zst"
+    path.write_bytes(frame + zstandard.ZstdCompressor(dict_data=dictionary).compress(b"".join(lines)))
+    assert [r["title"] for r in _read(path)] == [a["title"] for a in ARTICLES]
+
+
+def test_a_zst_dictionary_frame_cut_short_is_one_unreadable_record(tmp_path):
+    frame, _ = _zstd_dictionary_frame([_jsonl([a]) for a in ARTICLES] * 20, compressed=False)
+    path = tmp_path / "a.jsonl.zst"
+    path.write_bytes(frame[: len(frame) // 2])
+    [record] = _read(path)
+    assert record["reason"] == "unreadable" and "dictionary" in record["detail"]
 
 
 def test_a_wrong_content_length_loses_only_that_record(tmp_path):
