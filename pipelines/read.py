@@ -27,6 +27,7 @@ import datetime
 import io
 import json
 import re
+import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -93,6 +94,10 @@ BINARY_SNIFF_BYTES = 8192
 WIDE_MIN_NUL_SHARE = 0.1
 WIDE_MAX_STRAY_NUL_SHARE = 0.02
 WIDE_MIN_PRINTABLE = 0.95
+# Fewer characters than this do not show an encoding: by where NULs fall, and
+# (random bytes look like 8 plausible characters 1 time in 200) by what decodes.
+WIDE_MIN_CHARS = 8
+WIDE_MIN_UNSPACED_CHARS = 16
 # Past --max-bytes of output, a compressed stream may not grow beyond this
 # many times the compressed bytes read so far (TooLarge: a bomb), so a bomb
 # stops after inflating a bounded multiple of its size even in a stream read
@@ -151,7 +156,7 @@ def wide_encoding(head: bytes) -> str | None:
     if bom := utf_bom_encoding(head):
         return bom
     if b"\x00" not in head:
-        return None
+        return _unspaced_utf16(head)
     four = head[:len(head) - len(head) % 4]
     units = len(four) // 4
     if units >= 4:
@@ -163,14 +168,80 @@ def wide_encoding(head: bytes) -> str | None:
             return _printable_as(four, "utf-32-be")
     two = head[:len(head) - len(head) % 2]
     units = len(two) // 2
-    if units < 8:
+    if units < WIDE_MIN_CHARS:
         return None
     low, high = two[0::2].count(0), two[1::2].count(0)
     if high >= WIDE_MIN_NUL_SHARE * units and low <= WIDE_MAX_STRAY_NUL_SHARE * units:
         return _printable_as(two, "utf-16-le")
     if low >= WIDE_MIN_NUL_SHARE * units and high <= WIDE_MAX_STRAY_NUL_SHARE * units:
         return _printable_as(two, "utf-16-be")
+    return _unspaced_utf16(head)
+
+
+# Bytes that no UTF-8 or legacy 8-bit text holds: C0 controls but tab, newline,
+# vertical tab, form feed, return, and the escape that starts ISO-2022's shifts.
+_CONTROL_BYTES = re.compile(b"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+
+
+def _unspaced_utf16(head: bytes) -> str | None:
+    """UTF-16 without a byte-order mark of text whose NULs do not show it:
+    Chinese, Japanese, Thai written without spaces, Korean full of U+AC00.
+    Decoded in the right byte order such text is letters of its script and
+    common Han characters; text in any 8-bit or CJK multi-byte encoding read
+    as UTF-16 is not (its byte pairs fall on rare ideographs, Yi, symbols,
+    private-use or lone surrogates), nor is binary data or a byte repeated."""
+    if len(head) < 2 * WIDE_MIN_UNSPACED_CHARS:
+        return None
+    try:  # UTF-8 (and ASCII) text has no control bytes; Thai UTF-16 is all bytes below 0x80 but has them
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        if not _CONTROL_BYTES.search(head):
+            return None
+    except UnicodeDecodeError:
+        pass
+    two = head[:len(head) - len(head) % 2]
+    for encoding in ("utf-16-le", "utf-16-be"):
+        try:
+            text = codecs.getincrementaldecoder(encoding)().decode(two, final=False)
+        except UnicodeDecodeError:
+            continue
+        if len(text) >= WIDE_MIN_UNSPACED_CHARS and len(set(text)) >= WIDE_MIN_UNSPACED_CHARS // 2 \
+                and sum(map(_plausible_char, text)) >= WIDE_MIN_PRINTABLE * len(text):
+            return encoding
     return None
+
+
+def _plausible_char(ch: str) -> bool:
+    """A character text in some script is made of: ASCII, the alphabets below
+    U+2000, punctuation and symbols, CJK punctuation and kana, Hangul (Korean
+    has spaces, but its commonest syllable 가 is U+AC00, whose NUL low byte
+    hides the NULs' pattern), emoji, and the Han characters of everyday text
+    (_common_han)."""
+    o = ord(ch)
+    if o < 0x2000:
+        return ch.isprintable() or ch in "\t\n\r"
+    if o <= 0x2BFF or 0x3000 <= o <= 0x33FF or 0xFF00 <= o <= 0xFFEF or 0xAC00 <= o <= 0xD7A3 \
+            or 0x1F000 <= o <= 0x1FAFF:
+        return True
+    return 0x4E00 <= o <= 0x9FFF and ch in _common_han()
+
+
+_COMMON_HAN = None
+
+
+def _common_han() -> frozenset[str]:
+    """The level-1 Han characters of GB2312 (3,755), Big5 (5,401) and JIS X 0208
+    (2,965): about a third of the 20,992 in U+4E00-U+9FFF, and nearly every
+    character of everyday Chinese and Japanese text. Built from the codecs once."""
+    global _COMMON_HAN
+    if _COMMON_HAN is None:
+        both = [*range(0x40, 0x7F), *range(0x80, 0xFD)]
+        tables = (("gb2312", range(0xB0, 0xD8), range(0xA1, 0xFF)),
+                  ("big5", range(0xA4, 0xC7), [*range(0x40, 0x7F), *range(0xA1, 0xFF)]),
+                  ("shift_jis", range(0x88, 0x99), both))
+        _COMMON_HAN = frozenset(
+            ch for codec, leads, trails in tables for lead in leads for trail in trails
+            for ch in bytes((lead, trail)).decode(codec, errors="ignore") if "\u4e00" <= ch <= "\u9fff")
+    return _COMMON_HAN
 
 
 def _printable_as(head: bytes, encoding: str) -> str | None:
@@ -574,6 +645,7 @@ codecs.register_error(UTF8_FALLBACK, _utf8_with_cp1252)
 DETECT_SAMPLE_BYTES = 128 * 1024
 _ESCAPED_RUN = re.compile("[\udc80-\udcff]+")
 _C1_BYTES = re.compile(b"[\x80-\x9f]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
 
 # Encodings uchardet tells apart reliably: CJK multi-byte ones (whose byte
 # pairs often happen to be valid UTF-8 too, so they are tried first) and code
@@ -612,7 +684,10 @@ def _mostly_utf8(data: bytes) -> bool:
     single-byte text almost never forms valid multi-byte sequences."""
     text = data.decode("utf-8", errors="surrogateescape")
     bad_runs = _ESCAPED_RUN.findall(text)
-    valid = len(text) - len(text.encode("ascii", errors="ignore")) - sum(map(len, bad_runs))
+    # Thai in TIS-620 forms 3-byte sequences (a vowel E0-E3, then two bytes A0-BF)
+    # that decode to unassigned code points: those are not UTF-8 text.
+    counts = collections.Counter(_NON_ASCII.findall(text))
+    valid = sum(n for ch, n in counts.items() if unicodedata.category(ch) not in ("Cn", "Cc", "Co", "Cs"))
     return valid > 0 and valid >= len(bad_runs)
 
 
@@ -677,6 +752,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return data[3:].decode("utf-8", errors=UTF8_FALLBACK), "utf-8-sig"
     if wide := wide_encoding(data[:BINARY_SNIFF_BYTES]):
         return data.decode(wide, errors="replace"), wide
+    if shifted := _iso2022(data):
+        return data.decode(shifted), shifted
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -688,7 +765,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             return data.decode(guess), guess
         except UnicodeDecodeError:
             guess = None
-    if _mostly_utf8(data):
+    if _mostly_utf8(sample):  # a sample: the check builds a string per non-ASCII character
         return data.decode("utf-8", errors=UTF8_FALLBACK), "utf-8+cp1252"
     for encoding in (_legacy_encoding(sample, guess), "cp1252"):
         try:
@@ -696,6 +773,22 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         except UnicodeDecodeError:
             pass
     return data.decode("latin-1"), "latin-1"
+
+
+def _iso2022(data: bytes) -> str | None:
+    """ISO-2022-JP or -KR (Japanese and Korean mail and old news feeds): 7-bit,
+    so valid UTF-8 too, but with ESC sequences that shift into the character
+    set, which no other text has; uchardet names which one."""
+    if b"\x1b$" not in data[:DETECT_SAMPLE_BYTES] or not data.isascii():
+        return None
+    guess = _uchardet(_detect_sample(data))
+    if guess in ("iso2022_jp", "iso2022_kr"):
+        try:
+            data.decode(guess)
+            return guess
+        except UnicodeDecodeError:
+            pass
+    return None
 
 
 def _first(obj: dict, names: Iterable[str]):
@@ -1077,6 +1170,8 @@ def _sniff_encoding(head: bytes) -> str:
         return "utf-8-sig"
     if wide := wide_encoding(head):
         return wide
+    if shifted := _iso2022(head):
+        return shifted
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"

@@ -20,7 +20,8 @@ SUBCOMMANDS = ("clean", "dedupe", "dedupe_scripts", "encodings", "language", "ne
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(HERE))
+    # This checkout's pipelines, not the one a shared venv's editable install points to.
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -296,11 +296,18 @@ def test_encodings_evaluation_reads_back_what_it_wrote(tmp_path, capsys):
     (sentences / "ru.txt").write_text("\n".join(
         f"\u041f\u0440\u0435\u0437\u0438\u0434\u0435\u043d\u0442 \u0437\u0430\u044f\u0432\u0438\u043b {i} "
         "\u0436\u0443\u0440\u043d\u0430\u043b\u0438\u0441\u0442\u0430\u043c." for i in range(8)), encoding="utf-8")
-    args = argparse.Namespace(data=str(tmp_path), sentences=4, docs=2, seed=1, worst=3)
+    (sentences / "zh.txt").write_text("\n".join(
+        f"\u8bb0\u8005\u4eca\u5929\u4ece\u5e02\u653f\u5e9c\u83b7\u6089\uff0c\u7b2c{i}\u6279\u65b0\u5efa"
+        "\u5b66\u6821\u5c06\u5728\u660e\u5e74\u79cb\u5b63\u5f00\u5b66\u3002" for i in range(8)),
+        encoding="utf-8")
+    args = argparse.Namespace(data=str(tmp_path), sentences=4, docs=2, seed=1, worst=3, utf16_docs=1)
     result = encodings.run(args)
     per = result["recovered_per_encoding"]
     assert {"cp1252", "cp1251", "koi8_r", "utf-8, one bad byte", "utf-8 + a cp1252 line"} <= set(per)
-    assert result["documents"] == sum(1 for _ in encodings.cases(tmp_path, 4, 2, 1))
+    assert result["documents"] == sum(1 for _ in encodings.cases(tmp_path, 4, 2, 1, 1))
+    # One document per language and byte order, Chinese included (too little ASCII for its NULs to show it).
+    assert sum(1 for c in encodings.cases(tmp_path, 4, 2, 1, 1) if c[0].startswith("utf-16")) == 6
+    assert per["utf-16-le, no BOM"] == per["utf-16-be, no BOM"] == result["utf16_no_bom_recovered"] == 1.0
     assert 0 <= result["baseline_recovered"] <= 1 and result["recovered"] >= 0.9
     assert "written as" in capsys.readouterr().out
 

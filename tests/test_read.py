@@ -19,6 +19,7 @@ from pipelines.read import (
     parse_payload,
     read_limited,
     read_plan,
+    wide_encoding,
     write_plan,
 )
 
@@ -408,6 +409,81 @@ def test_utf16_and_utf32_text_without_a_bom_is_text_not_binary(encoding, text):
     data = (text * 3).encode(encoding)
     assert not looks_binary(data)
     assert decode_bytes(data) == (text * 3, encoding)
+
+
+UNSPACED = {
+    "zh": "\u8bb0\u8005\u4eca\u5929\u4ece\u5e02\u653f\u5e9c\u83b7\u6089\uff0c\u7b2c\u4e00\u6279\u65b0"
+          "\u5efa\u5b66\u6821\u5c06\u5728\u660e\u5e74\u79cb\u5b63\u5f00\u5b66\u3002\u6559\u80b2\u5c40"
+          "\u8868\u793a\uff0c\u8fd9\u4e9b\u5b66\u6821\u5c06\u4e3a\u5468\u8fb9\u793e\u533a\u63d0\u4f9b"
+          "\u66f4\u591a\u7684\u5b66\u4f4d\u3002",
+    "zh-Hant": "\u8a18\u8005\u4eca\u5929\u5f9e\u5e02\u653f\u5e9c\u7372\u6089\uff0c\u7b2c\u4e00\u6279"
+               "\u65b0\u5efa\u5b78\u6821\u5c07\u5728\u660e\u5e74\u79cb\u5b63\u958b\u5b78\u3002\u6559"
+               "\u80b2\u5c40\u8868\u793a\uff0c\u9019\u4e9b\u5b78\u6821\u5c07\u70ba\u5468\u908a\u793e"
+               "\u5340\u63d0\u4f9b\u66f4\u591a\u7684\u5b78\u4f4d\u3002",
+    "ja": "\u6771\u4eac\u90fd\u306f\u5341\u65e5\u3001\u65b0\u3057\u3044\u9632\u707d\u8a08\u753b\u3092"
+          "\u767a\u8868\u3057\u305f\u3002\u8a08\u753b\u3067\u306f\u3001\u5927\u5730\u9707\u304c\u8d77"
+          "\u304d\u305f\u5834\u5408\u306e\u907f\u96e3\u6240\u306e\u6570\u3092\u5897\u3084\u3057\u3001"
+          "\u98df\u6599\u306e\u5099\u84c4\u3092\u5f37\u5316\u3059\u308b\u3002",
+    "th": "\u0e01\u0e23\u0e38\u0e07\u0e40\u0e17\u0e1e\u0e21\u0e2b\u0e32\u0e19\u0e04\u0e23\u0e1b\u0e23"
+          "\u0e30\u0e01\u0e32\u0e28\u0e41\u0e1c\u0e19\u0e43\u0e2b\u0e21\u0e48\u0e40\u0e1e\u0e37\u0e48"
+          "\u0e2d\u0e25\u0e14\u0e21\u0e25\u0e1e\u0e34\u0e29\u0e17\u0e32\u0e07\u0e2d\u0e32\u0e01\u0e32"
+          "\u0e28\u0e43\u0e19\u0e40\u0e21\u0e37\u0e2d\u0e07 \u0e42\u0e14\u0e22\u0e08\u0e30\u0e40\u0e1e"
+          "\u0e34\u0e48\u0e21\u0e23\u0e16\u0e42\u0e14\u0e22\u0e2a\u0e32\u0e23\u0e44\u0e1f\u0e1f\u0e49"
+          "\u0e32",
+}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("lang", sorted(UNSPACED))
+def test_utf16_without_a_bom_of_unspaced_scripts_is_read(tmp_path, lang, encoding):
+    # Chinese, Japanese and Thai carry too little ASCII for the NULs to show UTF-16:
+    # what decodes in one byte order is that script's text, in the other it is not.
+    title, body = f"{lang} 2025", UNSPACED[lang] * 2
+    data = f"{title}\n{body}\n".encode(encoding)
+    assert not looks_binary(data)
+    assert decode_bytes(body.encode(encoding)) == (body, encoding)
+    path = tmp_path / "a.txt"
+    path.write_bytes(data)
+    (article,) = _read(path)
+    assert (article["title"], article["text"]) == (title, body)
+
+
+@pytest.mark.parametrize("lang, encoding", [
+    ("zh", "gb18030"), ("zh", "gbk"), ("zh-Hant", "big5"), ("ja", "shift_jis"), ("ja", "euc_jp"),
+    ("ja", "iso2022_jp"), ("th", "cp874"), ("th", "tis_620")])
+def test_legacy_encodings_of_unspaced_scripts_are_not_taken_for_utf16(lang, encoding):
+    for text in (UNSPACED[lang], UNSPACED[lang] * 20, UNSPACED[lang][:12]):
+        data = text.encode(encoding)
+        assert wide_encoding(data) is None
+        assert not decode_bytes(data)[1].startswith("utf-16")
+
+
+@pytest.mark.parametrize("text, encoding", [
+    (UNSPACED["ja"], "iso2022_jp"),
+    ("\uc11c\uc6b8\uc2dc\ub294 \uc624\ub298 \uc0c8\ub85c\uc6b4 \uad50\ud1b5 \uacc4\ud68d\uc744 "
+     "\ubc1c\ud45c\ud588\ub2e4.", "iso2022_kr")])
+def test_iso2022_text_is_read_though_it_is_7_bit(tmp_path, text, encoding):
+    data = f"Title\n{text}\n".encode(encoding)
+    assert data.isascii() and decode_bytes(data) == (f"Title\n{text}\n", encoding)
+    path = tmp_path / "a.txt"
+    path.write_bytes(data)
+    assert _read(path)[0]["text"] == text
+    # An escape and a dollar sign in ASCII text do not make it ISO-2022.
+    assert decode_bytes(b"Price: \x1b$5 off") == ("Price: \x1b$5 off", "utf-8")
+
+
+def test_latin_text_and_random_bytes_are_not_taken_for_utf16():
+    import random
+
+    french = "Le conseil s\u2019est r\u00e9uni lundi \u00e0 l\u2019h\u00f4tel de ville. " * 30
+    for data in (french.encode("cp1252"), french.encode("iso8859-15", errors="replace"), french.encode(),
+                 b"Plain ASCII news text, 2025.\n" * 40):
+        assert wide_encoding(data[:8192]) is None
+    rng = random.Random(7)
+    noise = [bytes(rng.randrange(1, 256) for _ in range(rng.choice((32, 200, 8192)))) for _ in range(300)]
+    assert sum(wide_encoding(b) is not None for b in noise) <= 1
+    # One byte over and over is no text in any encoding (0xC3C3 would be a Hangul syllable).
+    assert [wide_encoding(bytes([b]) * 4096) for b in (0x41, 0xC3, 0x0E, 0xE9, 0x4E)] == [None] * 5
 
 
 def test_binary_files_with_nuls_stay_binary():

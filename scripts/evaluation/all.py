@@ -76,6 +76,7 @@ TARGETS = (
     Target("encodings", "recovered", ">=", "baseline_recovered", "not below charset_normalizer alone"),
     Target("encodings", "cp1252_recovered", ">=", 0.98, "cp1252 documents read back exactly"),
     Target("encodings", "damaged_utf8_recovered", ">=", 0.98, "UTF-8 with one bad byte stays UTF-8"),
+    Target("encodings", "utf16_no_bom_recovered", ">=", 0.98, "UTF-16 without a byte-order mark, every script"),
 )
 
 PASS, FAIL, NO_TARGET, MISSING = "pass", "FAIL", "", "missing"

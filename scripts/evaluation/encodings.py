@@ -11,7 +11,11 @@ per language) is one document. Each is written
   cp874, Shift-JIS/EUC-JP, GB18030/Big5, EUC-KR ...);
 * as UTF-8 with one byte of a multi-byte character replaced by a byte that
   cannot start or continue one (a damaged download), and as UTF-8 with one
-  sentence written in cp1252 (a feed that pasted legacy text).
+  sentence written in cp1252 (a feed that pasted legacy text);
+* in UTF-16 (little- and big-endian) without a byte-order mark, as Windows
+  tools write it, for every language of lingua-langid (``--utf16-docs`` per
+  language, ASCII-only documents included): Chinese, Japanese and Thai have
+  too little ASCII for the NULs to show the encoding.
 
 A document is *recovered* when ``read.decode_bytes`` gives its text back
 exactly (for damaged UTF-8: everything but the damaged character). The
@@ -57,6 +61,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--docs", type=int, default=20, help="documents per language (default: 20)")
     parser.add_argument("--seed", type=int, default=15, help="random seed of the damage (default: 15)")
     parser.add_argument("--worst", type=int, default=8, help="unrecovered documents to print (default: 8)")
+    parser.add_argument("--utf16-docs", type=int, default=4,
+                        help="documents per language written in UTF-16 without a BOM (default: 4)")
 
 
 def documents(data: Path, lang: str, sentences: int, docs: int) -> list[str]:
@@ -94,9 +100,13 @@ def _fits(text: str, encoding: str) -> bool:
     return True
 
 
-def cases(data: Path, sentences: int, docs: int, seed: int):
+def cases(data: Path, sentences: int, docs: int, seed: int, utf16_docs: int = 0):
     """(family, language, bytes, expected text, is_damaged) for every document and way of writing it."""
     rng = random.Random(seed)
+    for path in sorted((data / "sentences").glob("*.txt")) if utf16_docs else ():
+        for text in documents(data, path.stem, sentences, utf16_docs):
+            for encoding in ("utf-16-le", "utf-16-be"):
+                yield f"{encoding}, no BOM", path.stem, text.encode(encoding), text, False
     for lang, encodings in sorted(LEGACY.items()):
         if not (data / "sentences" / f"{lang}.txt").exists():
             continue
@@ -149,7 +159,7 @@ def run(args) -> dict:
         raise SystemExit(f"no sentences/ under {data}")
     families = defaultdict(lambda: {"n": 0, "ok": 0, "baseline_ok": 0})
     failures, size, seconds, base_seconds = [], 0, 0.0, 0.0
-    for family, lang, payload, expected, damaged in cases(data, args.sentences, args.docs, args.seed):
+    for family, lang, payload, expected, damaged in cases(data, args.sentences, args.docs, args.seed, args.utf16_docs):
         started = time.perf_counter()
         text, used = decode_bytes(payload)
         seconds += time.perf_counter() - started
@@ -188,5 +198,8 @@ def run(args) -> dict:
         "recovered_per_encoding": {k: round(f["ok"] / f["n"], 4) for k, f in sorted(families.items())},
         "cp1252_recovered": round(families["cp1252"]["ok"] / max(1, families["cp1252"]["n"]), 4),
         "damaged_utf8_recovered": round(families[_DAMAGED]["ok"] / max(1, families[_DAMAGED]["n"]), 4),
+        "utf16_no_bom_recovered": round(
+            sum(f["ok"] for k, f in families.items() if k.startswith("utf-16"))
+            / max(1, sum(f["n"] for k, f in families.items() if k.startswith("utf-16"))), 4),
         "seconds_per_mb": round(seconds / mb, 4),
     }
