@@ -40,7 +40,11 @@ Mentions
     trimmed of surrounding whitespace and punctuation, but keeps an
     abbreviation's full stop (U.S., Corp.), so ``field[start:end] == text``
     names the entity; in English also of a trailing possessive (``'s``,
-    ``’s``, a lone apostrophe) and of a leading "the" before a longer name.
+    ``’s``, a lone apostrophe), of a leading "the" before a longer name, and
+    of a PERSON name's courtesy title (Mr, Mrs, Ms, Miss, Mx, Dr: "Mr Blair"
+    is Blair, whom rule 3 makes Tony Blair; neutral on CoNLL, whose gold
+    names leave titles out; on 200 BBC politics articles it took the
+    Tony Blair mentions from 101 to 225, leaving no "Mr"-led name).
     A span that runs across a line break is cut into its lines; one with no
     letter is dropped.
 
@@ -178,9 +182,14 @@ class CanonicalRules:
     leading_article: re.Pattern | None = None  # an article opening a longer name, dropped
     possessive: bool = False  # a trailing 's, ’s or lone apostrophe, dropped
     places: bool = False  # rule 2: the (English-named) place gazetteer
+    honorific: re.Pattern | None = None  # a courtesy title opening a PERSON name, dropped
 
 
-ENGLISH_RULES = CanonicalRules(leading_article=_ARTICLE, possessive=True, places=True)
+# "Mr Blair" is Blair, who rule 3 then makes Tony Blair; CoNLL's gold names
+# leave the title out too. Titles that are part of how a person is named
+# (Sir, Lord, President) stay.
+_HONORIFIC = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?\s+(?=[A-Z])")
+ENGLISH_RULES = CanonicalRules(leading_article=_ARTICLE, possessive=True, places=True, honorific=_HONORIFIC)
 # Every other language: only the rules that hold in any language.
 GENERAL_RULES = CanonicalRules()
 _RULES = {"en": ENGLISH_RULES}
@@ -315,6 +324,9 @@ def mentions_from_doc(doc, field: str, offset: int = 0, rules: CanonicalRules = 
         if label not in NAMED_LABELS:
             continue
         for start, end in _line_pieces(text, ent.start_char, ent.end_char, rules):
+            title = rules.honorific.match(text, start, end) if rules.honorific and label == "PERSON" else None
+            if title:
+                start = title.end()
             surface = text[start:end]
             if not any(ch.isalpha() for ch in surface):
                 continue

@@ -363,7 +363,9 @@ def test_english_rules_are_for_english_only():
     for language in ("fr", "de", "es", "zh", "und", None):
         assert canonical_rules(language) is GENERAL_RULES
     assert ENGLISH_RULES.leading_article and ENGLISH_RULES.possessive and ENGLISH_RULES.places
-    assert not (GENERAL_RULES.leading_article or GENERAL_RULES.possessive or GENERAL_RULES.places)
+    assert ENGLISH_RULES.honorific
+    assert not (GENERAL_RULES.leading_article or GENERAL_RULES.possessive or GENERAL_RULES.places
+                or GENERAL_RULES.honorific)
 
 
 @pytest.mark.parametrize("surface, english, other", [
@@ -406,6 +408,29 @@ def test_leading_the_and_possessive_stay_in_french_articles():
     [found] = extract_batch(fr, [article])
     assert [x["entity"] for x in found] == ["The Guardian", "Reagan 's"]
     assert all(article["text"][x["start"]:x["end"]] == x["text"] for x in found)
+
+
+def test_a_courtesy_title_leaves_an_english_person_name_so_it_joins_the_full_name():
+    # BBC style: "Tony Blair" once, then "Mr Blair" (the model often keeps the
+    # title in the span) and "Blair"; all three are Tony Blair.
+    patterns = [{"label": "PER", "pattern": "Tony Blair"}, {"label": "PER", "pattern": "Mr Blair"},
+                {"label": "PER", "pattern": "Blair"}, {"label": "PER", "pattern": "Dr. Jane Smith"},
+                {"label": "ORG", "pattern": "Dr Pepper"}, {"label": "PER", "pattern": "Sir Alex Ferguson"},
+                {"label": "PER", "pattern": "Mr Blunkett"}]
+    en, fr = _fr_and_en(patterns)
+    article = {"id": "a", "title": "Mr Blair speaks",
+               "text": "Tony Blair spoke. Mr Blair said Blair would stay. Dr. Jane Smith of Dr Pepper agreed "
+                       "with Sir Alex Ferguson and Mr Blunkett."}
+    [found] = extract_batch(en, [article])
+    assert [(x["entity"], x["label"], x["text"]) for x in found] == [
+        ("Tony Blair", "PERSON", "Blair"), ("Tony Blair", "PERSON", "Tony Blair"),
+        ("Tony Blair", "PERSON", "Blair"), ("Tony Blair", "PERSON", "Blair"),
+        ("Jane Smith", "PERSON", "Jane Smith"), ("Dr Pepper", "ORG", "Dr Pepper"),
+        ("Sir Alex Ferguson", "PERSON", "Sir Alex Ferguson"), ("Blunkett", "PERSON", "Blunkett")]
+    assert all(article[x["field"]][x["start"]:x["end"]] == x["text"] for x in found)
+    # French keeps what the model found: its titles (M., Mme) are another rule that was not measured.
+    [found_fr] = extract_batch(fr, [article])
+    assert "Mr Blair" in {x["entity"] for x in found_fr}
 
 
 def test_family_names_join_the_full_name_in_french_too():
