@@ -264,9 +264,22 @@ def _summary_text(summary: dict) -> str:
     return summary_line(summary) if _console.get("quiet") else format_summary(summary)
 
 
+def _say(text: str) -> None:
+    """Print to stdout; a reader that went away (``newsbeam run ... | head``)
+    loses the rest of the text, not the work still to do (the report) nor
+    the exit status, and gets no traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so later prints and the flush at exit do not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _finish(summary: dict, output: str) -> int:
     """Print the summary; with --report write the report of ``output``."""
-    print(_summary_text(summary), flush=True)
+    _say(_summary_text(summary))
     if not _console.get("report"):
         return EXIT_OK
     return _write_report(output, None, after_run=True)
@@ -286,7 +299,7 @@ def _write_report(out: str, target: str | None, after_run: bool = False) -> int:
         print(f"newsbeam: error: the report could not be written: {type(e).__name__}: {e}{done}", file=sys.stderr)
         return EXIT_FAILED
     if not _console.get("quiet"):
-        print(f"newsbeam: report: {path} ({human_bytes(size)})", flush=True)
+        _say(f"newsbeam: report: {path} ({human_bytes(size)})")
     return EXIT_OK
 
 
@@ -437,7 +450,7 @@ def watch(argv_ns: argparse.Namespace, beam_args: list[str]) -> int:
             return EXIT_FAILED
         if summary is None:
             return None
-        print(_summary_text(summary))
+        _say(_summary_text(summary))
         return EXIT_OK
 
     stop = StopSignals(signals=())  # the stop request only: _WatchSignals takes the signals

@@ -89,6 +89,18 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "no-such-model" in capsys.readouterr().err
 
 
+def test_a_reader_that_goes_away_costs_no_traceback_nor_the_report(tmp_path):
+    # `newsbeam run ... --report | head -1`: stdout's reader closes before the summary is printed.
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(SEEDS), "--output", str(out), "--report"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert (out / "report.html").exists() and (out / "summary.json").exists()
+
+
 def test_help_lists_options():
     out = subprocess.run([sys.executable, "-m", "pipelines", "run", "--help"], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
