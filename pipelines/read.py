@@ -380,12 +380,13 @@ class _Counting(io.RawIOBase):
         return self._stream.tell()
 
 
+_ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how a zstd frame starts
 # How every member (gzip), stream (bzip2) or frame (zstd) starts: where
 # reading a compressed WARC can resume after a bad one.
 _MEMBER_MAGIC = {
     "gzip": re.compile(re.escape(b"\x1f\x8b\x08")),  # ID1, ID2 and CM=deflate
     "bzip2": re.compile(re.escape(b"BZh") + b"[1-9]" + re.escape(b"1AY&SY")),  # level, then the block magic
-    "zstd": re.compile(re.escape(b"\x28\xb5\x2f\xfd")),
+    "zstd": re.compile(re.escape(_ZSTD_FRAME)),
 }
 # A .warc.zst may open with its dictionary in a skippable frame of this magic
 # (IIPC's WARC-zstd, as Archive Team's wget-at writes it); the dictionary may
@@ -442,26 +443,27 @@ class DecompressingReader(io.RawIOBase):
     def _new_decompressor(self):
         return _decompressor(self._compression, self._zstd_dict)
 
+    def _fill(self, n: int) -> None:
+        """Read on until ``_pending`` holds ``n`` bytes or the source ends."""
+        while len(self._pending) < n and not self._source_done:
+            more = self._source.read(max(READ_CHUNK, n - len(self._pending)))
+            self._source_done = not more
+            self._pending += more
+
     def _take_zstd_dictionary(self) -> None:
         """The dictionary frame at the start of a .zst (``_pending`` starts
         with it): loaded for every frame that follows, and consumed."""
         import zstandard
 
-        while len(self._pending) < 8 and not self._source_done:
-            more = self._source.read(READ_CHUNK)
-            self._source_done = not more
-            self._pending += more
+        self._fill(8)
         size = int.from_bytes(self._pending[4:8], "little") if len(self._pending) >= 8 else -1
         if size < 0 or size > MAX_ZSTD_DICT_BYTES:
             raise CorruptStream(f"zstd dictionary frame of {size} bytes (at most {MAX_ZSTD_DICT_BYTES})")
-        while len(self._pending) < 8 + size and not self._source_done:
-            more = self._source.read(max(READ_CHUNK, 8 + size - len(self._pending)))
-            self._source_done = not more
-            self._pending += more
+        self._fill(8 + size)
         if len(self._pending) < 8 + size:
             raise Truncated("zstd stream ends inside its dictionary frame (truncated file)")
         content, self._pending = self._pending[8:8 + size], self._pending[8 + size:]
-        if content[:4] == b"\x28\xb5\x2f\xfd":
+        if content[:4] == _ZSTD_FRAME:
             content = zstandard.ZstdDecompressor().decompress(content, max_output_size=MAX_ZSTD_DICT_BYTES)
         self._zstd_dict = zstandard.ZstdCompressionDict(content)
         self._decompressor = self._new_decompressor()

@@ -801,15 +801,20 @@ def test_junk_between_warc_records_loses_no_record(tmp_path, junk):
     assert bad["reason"] == "unreadable" and "resumes" in bad["detail"]
 
 
-def _per_record(path, compression, records) -> list[bytes]:
-    """The WARC of ``records`` compressed one record per member (gzip), stream
-    (bzip2) or frame (zstd), as WARC writers do: the members, in order."""
+def _warc_records(path, records) -> list[bytes]:
+    """The uncompressed WARC of ``records`` (written at ``path``), one bytes per record."""
     _warc(path, records, False)
     data = path.read_bytes()
     starts = [i for i in range(len(data)) if data.startswith(b"WARC/1.0\r\n", i)] + [len(data)]
+    return [data[a:b] for a, b in zip(starts, starts[1:])]
+
+
+def _per_record(path, compression, records) -> list[bytes]:
+    """The WARC of ``records`` compressed one record per member (gzip), stream
+    (bzip2) or frame (zstd), as WARC writers do: the members, in order."""
     # zstd with its checksum (as the zstd tool writes it): damage in literals is found too.
     pack = zstandard.ZstdCompressor(write_checksum=True).compress if compression == "zstd" else COMPRESS[compression]
-    return [pack(data[a:b]) for a, b in zip(starts, starts[1:])]
+    return [pack(record) for record in _warc_records(path, records)]
 
 
 @pytest.mark.parametrize("compression", ["gzip", "bzip2", "zstd"])
@@ -857,10 +862,7 @@ def _zstd_dictionary_frame(samples, compressed: bool) -> tuple[bytes, "zstandard
 @pytest.mark.parametrize("compressed_dictionary", [False, True])
 def test_a_warc_zst_with_its_dictionary_is_read(tmp_path, compressed_dictionary):
     pages = [("response", f"https://a/{i}", "text/html", PAGE % (i, i), "200 OK") for i in range(40)]
-    _warc(tmp_path / "plain.warc", pages, False)
-    data = (tmp_path / "plain.warc").read_bytes()
-    starts = [i for i in range(len(data)) if data.startswith(b"WARC/1.0\r\n", i)] + [len(data)]
-    plain = [data[a:b] for a, b in zip(starts, starts[1:])]
+    plain = _warc_records(tmp_path / "plain.warc", pages)
     frame, dictionary = _zstd_dictionary_frame(plain, compressed_dictionary)
     packer = zstandard.ZstdCompressor(dict_data=dictionary)
     members = [packer.compress(r) for r in plain]
