@@ -169,14 +169,20 @@ def resolve_exact_group(articles: Iterable[dict], history: Iterable[dict] = ()) 
     return kept, [duplicate_record(a, kept["id"], "exact", 1.0) for a in ordered[1:]]
 
 
-def _hash32(shingle: str) -> int:
-    return int.from_bytes(hashlib.blake2b(shingle.encode("utf-8"), digest_size=4).digest(), "little")
+def _hashes32(shingles: Iterable[str]) -> np.ndarray:
+    """Each shingle's 4-byte blake2b digest read as a little-endian uint32."""
+    blake2b = hashlib.blake2b
+    return np.frombuffer(b"".join(blake2b(s.encode("utf-8"), digest_size=4).digest() for s in shingles), dtype="<u4")
 
 
 def _runs(text: str) -> Iterator[tuple[bool, list[str]]]:
     """(unspaced, tokens) for each run of consecutive whitespace tokens that
     do / do not hold letters of a script written without spaces."""
-    return itertools.groupby(text.split(), key=lambda token: UNSPACED_LETTER.search(token) is not None)
+    tokens = text.split()
+    # One scan of the whole text settles most of them: no unspaced letter, one spaced run.
+    if not UNSPACED_LETTER.search(text):
+        return iter([(False, tokens)] if tokens else [])
+    return itertools.groupby(tokens, key=lambda token: UNSPACED_LETTER.search(token) is not None)
 
 
 def _grams(units, span: int) -> Iterator:
@@ -202,16 +208,16 @@ def shingle_hashes(text: str, words: int = SHINGLE_WORDS, chars: int = SHINGLE_C
     exact duplicate). Text without unspaced-script letters gets exactly the
     shingles of the earlier "words5-blake2b32" scheme.
     """
-    hashes = set()
+    runs = []
     for unspaced, tokens in _runs(text):
         if unspaced:
             letters = _unspaced_chars(tokens)
             # A prefix no word shingle has, so "abc" from a mixed run never meets the word "abc".
-            hashes.update(_hash32("\x00" + gram) for gram in _grams(letters, chars) if gram)
+            runs.append(_hashes32("\x00" + gram for gram in _grams(letters, chars) if gram))
         else:
             normalised = normalise_for_hash(" ".join(tokens)).split()
-            hashes.update(_hash32(" ".join(gram)) for gram in _grams(normalised, words) if gram)
-    return np.array(sorted(hashes), dtype="<u4")
+            runs.append(_hashes32(" ".join(gram) for gram in _grams(normalised, words) if gram))
+    return np.unique(np.concatenate(runs)).astype("<u4") if runs else np.zeros(0, dtype="<u4")
 
 
 def unpack_shingles(packed: bytes) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Detect-language stage: tag each article with an ISO 639-1 code and probability.
 
-langdetect is the detector. Three things make its answer one a user can filter
-and route on:
+Two detectors read a bounded sample of title + text. py3langid goes first: when
+it is all but certain (``FAST_MIN_PROBABILITY``) of a language langdetect also
+knows, that is the answer (most news articles: a sixth of langdetect's cost).
+Otherwise langdetect decides, and three things make its answer one a user can
+filter and route on:
 
 * Determinism: every text gets a fresh ``Detector`` from one factory with a
   fixed seed, so the answer depends on the text alone, never on the worker, the
@@ -44,6 +47,7 @@ __all__ = [
     "CROSSCHECK_MARGIN",
     "DEFAULT_MIN_PROBABILITY",
     "Detection",
+    "FAST_MIN_PROBABILITY",
     "DetectLanguage",
     "SAMPLE_CHARS",
     "UND",
@@ -84,6 +88,15 @@ SEED = 0
 CROSSCHECK_MARGIN = 0.25
 # A hint is contradicted when a detector that knows its language gives it less.
 HINT_MIN_SUPPORT = 0.05
+# py3langid reads a sample in about a sixth of langdetect's time (0.4 ms against
+# 2.6 ms for a BBC article), so it is asked first. When it gives a language
+# langdetect also knows at least this probability, on a sample past the
+# short-text rule, that is the answer and langdetect is not run. On
+# lingua-langid (7,500 sentences and 7,413 paragraphs in 75 languages) 7,968
+# items take that path; 3 of its answers are wrong, and the two-detector path
+# gives those same 3 wrong answers, and 9 more wrong ones on the other items
+# of the path. Of the BBC articles 99 % take it; at 0.999 only 90 % would.
+FAST_MIN_PROBABILITY = 0.99
 
 _LANGDETECT_CODES = {"zh-cn": "zh", "zh-tw": "zh", "no": "nb"}
 # py3langid labels folded into the code langdetect reports for the same
@@ -97,7 +110,7 @@ _HINT_CODES = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "no": "nb", "mo":
 
 class Detection(NamedTuple):
     language: str          # ISO 639-1 code or 'und'
-    probability: float     # langdetect's probability of its top language (0.0 when it could not run)
+    probability: float     # the deciding detector's probability of its top language (0.0: none could run)
     decision: str          # confident | too_short | low_probability | unsupported
     hint_used: bool        # language comes from the input's hint
     detected: str | None   # langdetect's top language before threshold and cross-check (None: not run)
@@ -224,28 +237,45 @@ def _hint_contradicted(hint: str, ranked: list[tuple[str, float]], crosscheck: d
     return hint in detectors.langdetect_codes or hint in detectors.identifier_codes
 
 
-def detect_language(text: str, min_probability: float = DEFAULT_MIN_PROBABILITY, hint: str | None = None, *,
-                    sample_chars: int = SAMPLE_CHARS, margin: float = CROSSCHECK_MARGIN) -> Detection:
-    """The language of ``text``: langdetect on a bounded sample, cross-checked by py3langid.
+def _certain(crosscheck: dict[str, float], langdetect_codes: frozenset, min_probability: float) -> str | None:
+    """py3langid's language when it alone settles the question (see ``FAST_MIN_PROBABILITY``)."""
+    language, probability = max(crosscheck.items(), key=lambda kv: (kv[1], kv[0]), default=(None, 0.0))
+    if language in langdetect_codes and probability >= max(FAST_MIN_PROBABILITY, min_probability):
+        return language
+    return None
 
-    ``hint`` (any language tag) is used only when the detection is not confident
-    and no detector that knows the hinted language contradicts it.
+
+def detect_language(text: str, min_probability: float = DEFAULT_MIN_PROBABILITY, hint: str | None = None, *,
+                    sample_chars: int = SAMPLE_CHARS, margin: float = CROSSCHECK_MARGIN,
+                    fast: bool = True) -> Detection:
+    """The language of ``text`` from a bounded sample: py3langid's when it is
+    certain of a language langdetect knows, else langdetect's cross-checked by
+    py3langid (``fast`` False always takes that second path, only to measure it).
+
+    ``probability`` is that of the detector that decided. ``hint`` (any
+    language tag) is used only when the detection is not confident and no
+    detector that knows the hinted language contradicts it.
     """
     detectors = load_detectors()
     sample = sample_text(text, sample_chars)
     hint_code = normalise_code(hint)
     letters = _letters(sample)
+    short = letters < SHORT_LETTERS
+    crosscheck: dict[str, float] = {}
+    if fast and not short:
+        crosscheck = _py3langid(detectors, sample)
+        certain = _certain(crosscheck, detectors.langdetect_codes, min_probability)
+        if certain is not None:
+            return Detection(certain, crosscheck[certain], "confident", False, None)
     ranked = _langdetect(detectors, sample) if letters >= MIN_LETTERS else []
     if not ranked:
         # Too little to judge: nothing can contradict the hint.
         return Detection(hint_code or UND, 0.0, "too_short", hint_code is not None, None)
     language, probability = ranked[0]
-    short = letters < SHORT_LETTERS
-    crosscheck: dict[str, float] = {}
     if probability < min_probability:
         decision = "too_short" if short else "low_probability"
     else:
-        crosscheck = _py3langid(detectors, sample)
+        crosscheck = crosscheck or _py3langid(detectors, sample)
         if short and not _agrees(language, crosscheck):
             decision = "too_short"
         elif _vetoed(language, crosscheck, detectors.langdetect_codes, margin):

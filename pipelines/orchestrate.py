@@ -336,22 +336,31 @@ def runs_in_parts(options) -> bool:
     return runner in LOCAL_RUNNERS and options.view_as(NewsbeamOptions).chunk_bytes > 0
 
 
-def plan_parts(files: list, chunk_bytes: int) -> list[list]:
-    """Consecutive runs of the inputs (in path order) of at most ``chunk_bytes``
-    each; an input bigger than that is a part of its own. The order makes the
-    parts the same on every attempt of a run, which is what lets a resumed run
-    skip the parts it finished."""
-    if chunk_bytes <= 0:
-        raise ValueError("chunk_bytes must be positive")
+def plan_parts(files: list, part_size: int, limit: int | None = None) -> list[list]:
+    """Consecutive runs of the inputs (in path order), cut where the running
+    total of bytes passes a multiple of ``part_size`` (at the input whose
+    middle passes it), so the parts come out even and their number is the one
+    ``part_bytes`` aimed at, with no small remainder left over for a part of
+    its own; a part never holds more than ``limit`` bytes (default
+    ``part_size``), except an input bigger than that, which is a part of its
+    own. The order makes the parts the same on every attempt of a run, which
+    is what lets a resumed run skip the parts it finished."""
+    limit = part_size if limit is None else limit
+    if part_size <= 0 or limit <= 0:
+        raise ValueError("part_size and limit must be positive")
     parts: list[list] = []
-    size = 0
+    size = placed = 0
+    index = -1
     for item in sorted(files, key=lambda f: f.path):
         weight = max(item.size, 0)
-        if not parts or (parts[-1] and size + weight > chunk_bytes):
+        wanted = (placed + weight // 2) // part_size
+        if not parts or wanted > index or (parts[-1] and size + weight > limit):
             parts.append([])
             size = 0
+            index = max(index, wanted)
         parts[-1].append(item)
         size += weight
+        placed += weight
     return parts
 
 
@@ -566,7 +575,7 @@ def execute_in_parts(prep: Prepared, files: list, out_dir: str, final_output: st
     # A big uncompressed JSONL file is byte ranges, each a unit parts are made of, cut no bigger than a
     # part: a range is never split further, so a bigger one would hold a bigger part in a worker's memory.
     size = part_bytes(sum(max(f.size, 0) for f in files), nb.chunk_bytes, wanted)
-    parts = plan_parts(split_ranges(files, range_bytes=min(RANGE_BYTES, size)), size)
+    parts = plan_parts(split_ranges(files, range_bytes=min(RANGE_BYTES, size)), size, limit=nb.chunk_bytes)
     names = [part_name(i) for i in range(len(parts))]
     key = resume_key(files, prep.ns)
     marker_dir = FileSystems.join(work, DONE)

@@ -16,10 +16,12 @@ itself on the same texts. One run of this script, in one process tree:
    of the command), sampling the peak RSS of its whole process tree (the
    launcher and every worker, summed) in a thread, and the CPU time of the tree;
 3. measures start-up: ``newsbeam run`` on a handful of those articles with the
-   runner settings the full run used (its wall time is the fixed cost:
-   interpreter and Beam start, worker processes, model loads, output commit;
-   the fastest of ``--startup-runs``); steady state = cold minus start-up, in
-   wall time and in CPU time;
+   runner settings the full run used, cut into one part per worker process
+   so that it runs the way the full run does (its wall time is the fixed
+   cost: interpreter and Beam start, worker processes, a model load in each,
+   the dedupe phase's process, output commit; the fastest of
+   ``--startup-runs``); steady state = cold minus start-up, in wall time and
+   in CPU time;
 4. runs the ceiling: bare ``nlp.pipe`` with the same model packages loaded the
    way the pipeline loads them (``pipelines.entities.load_model``, so the same
    components are disabled), over the same texts (title and text of every
@@ -515,6 +517,21 @@ def worker_args(workers: int) -> list[str]:
     return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
 
 
+def startup_args(workers: int, files: list[Path]) -> list[str]:
+    """The full run's runner settings for the start-up run, and with several
+    workers a ``--chunk-bytes`` that cuts its few articles into one part per
+    worker: a run that small would otherwise stay in the launcher alone
+    (``orchestrate.MULTIPROCESS_MIN_BYTES``), and its fixed cost would then
+    leave out what every bigger run pays: the worker processes' start, a
+    model load in each, the dedupe phase's own process."""
+    args = worker_args(workers)
+    if workers == 1:
+        return args
+    sizes = [p.stat().st_size for p in files]
+    # A part's limit of an even share plus the biggest article: even parts, exactly `workers` of them.
+    return [*args, f"--chunk-bytes={-(-sum(sizes) // workers) + max(sizes)}"]
+
+
 def sample_texts(texts: dict[str, list[str]], limit: int) -> dict[str, list[str]]:
     """At most ``limit`` (title, text) pairs per model, evenly spaced; all when 0."""
     if not limit:
@@ -551,11 +568,17 @@ def measure_scale(args, sources: list[Path], scale: int, workdir: Path) -> dict:
             workers = workers_of(full["summary"])
             startup_inputs = workdir / "startup-input"
             shutil.rmtree(startup_inputs, ignore_errors=True)
-            build_input(evenly_spaced(sources, args.startup_articles), 1, startup_inputs, args.data)
+            startup_files = build_input(evenly_spaced(sources, max(args.startup_articles, workers)), 1,
+                                        startup_inputs, args.data)
             print(f"bench: {args.startup_runs} start-up run(s) ({workers} worker process(es)) ...", flush=True)
-            startup = fastest(run_newsbeam(startup_inputs, workdir / "startup-out", worker_args(workers),
+            startup = fastest(run_newsbeam(startup_inputs, workdir / "startup-out",
+                                           startup_args(workers, startup_files),
                                            workdir / "startup.log", args.sample_interval)
                               for _ in range(args.startup_runs))
+            startup_workers = workers_of(startup["summary"])
+            if startup_workers != workers:
+                raise RuntimeError(f"the start-up run used {startup_workers} worker process(es), "
+                                   f"the full run {workers}: its fixed cost would not be the full run's")
             texts = annotated_texts(full["summary_path"].parent, models_of(full["summary"]))
         sample = sample_texts(texts, args.ceiling_sample)
         print(f"bench: scale {scale}, round {n}/{args.rounds}: ceiling, nlp.pipe over "

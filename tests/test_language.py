@@ -75,6 +75,18 @@ def test_hint_used_only_when_detection_is_unreliable():
     assert _used("Kursk invasion", "english") == (UND, False)
 
 
+def test_a_text_py3langid_is_certain_of_is_not_given_to_langdetect_and_gets_the_same_language():
+    from pipelines.language import FAST_MIN_PROBABILITY
+
+    text = EN + " " + EN.replace("Tuesday", "Friday")
+    fast, slow = detect_language(text), detect_language(text, fast=False)
+    assert (fast.language, fast.decision, fast.detected) == ("en", "confident", None)  # langdetect not run
+    assert fast.probability >= FAST_MIN_PROBABILITY
+    assert (slow.language, slow.decision, slow.detected) == ("en", "confident", "en")
+    # A user's stricter threshold applies to py3langid's probability as well.
+    assert detect_language(text, min_probability=1.0).detected == "en"
+
+
 def test_threshold_makes_und_and_keeps_the_probability():
     found = detect_language(EN, min_probability=1.0)
     assert (found.language, found.decision, found.detected) == (UND, "low_probability", "en")

@@ -45,6 +45,16 @@ def test_plan_parts_groups_consecutive_inputs_up_to_the_size():
         plan_parts(_files(1), 0)
 
 
+def test_plan_parts_cuts_even_parts_with_no_small_remainder():
+    from pipelines.orchestrate import plan_parts
+
+    # Seven inputs of 3 bytes aimed at parts of 11: filling each part up to 11 bytes would
+    # leave a part of one input; cutting where the running total passes 11 gives two.
+    assert [[f.size for f in part] for part in plan_parts(_files(*[3] * 7), 11, limit=16)] == [[3] * 4, [3] * 3]
+    # The limit still holds: a part never grows past it.
+    assert [len(part) for part in plan_parts(_files(*[3] * 7), 11)] == [3, 1, 3]
+
+
 def test_resume_key_changes_with_inputs_and_options_not_with_launcher_flags():
     import argparse
 
