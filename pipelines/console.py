@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -31,6 +32,8 @@ __all__ = [
 
 # How long a line is held before it is shown (see StderrGate._drain).
 HOLD_SECONDS = 0.5
+# How often the stderr forwarder looks whether the gate is closing while the pipe is quiet.
+FORWARD_POLL_SECONDS = 0.05
 # Lines Beam's local workers and SDK print on every run; none concerns the user's data.
 _NOISE = re.compile(
     r"apitools not found|Logging handler created|semi_persistent_directory|Worker: severity:|"
@@ -165,6 +168,7 @@ class StderrGate:
         self._real: int | None = None
         self._thread: threading.Thread | None = None
         self._open = True
+        self._closing = False
         self._held: deque = deque()
         self._lock = threading.Lock()
 
@@ -195,6 +199,13 @@ class StderrGate:
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             pending = b""
             while True:
+                # Not a blocking read: a process that outlives the run (multiprocessing's
+                # resource tracker) holds the pipe's write end, so the end of the run
+                # never comes as end-of-file; it is a closing gate and an empty pipe.
+                if not select.select([read_end], [], [], FORWARD_POLL_SECONDS)[0]:
+                    if self._closing:
+                        break
+                    continue
                 chunk = pipe.read(65536)
                 if not chunk:
                     break
@@ -266,6 +277,7 @@ class StderrGate:
             return False
         sys.stderr.flush()
         os.dup2(self._real, 2)  # closes the pipe's last write end we hold
+        self._closing = True
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         self._drain(everything=True)

@@ -60,7 +60,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.clean import UNSPACED_LETTER, normalise_for_hash
+from pipelines.clean import UNSPACED_LETTER, has_unspaced_letter, normalise_for_hash
 from pipelines.records import load_schema, read_avro_matched
 from pipelines.write import WriteRecords
 
@@ -180,7 +180,7 @@ def _runs(text: str) -> Iterator[tuple[bool, list[str]]]:
     do / do not hold letters of a script written without spaces."""
     tokens = text.split()
     # One scan of the whole text settles most of them: no unspaced letter, one spaced run.
-    if not UNSPACED_LETTER.search(text):
+    if not has_unspaced_letter(text):
         return iter([(False, tokens)] if tokens else [])
     return itertools.groupby(tokens, key=lambda token: UNSPACED_LETTER.search(token) is not None)
 

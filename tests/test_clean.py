@@ -461,6 +461,19 @@ def test_unspaced_scripts_count_segmented_words(text, words):
     assert count_words(text) == words
 
 
+def test_the_quick_scan_for_unspaced_letters_covers_every_one_of_them():
+    import sys
+
+    from pipelines.clean import _UNSPACED_RANGES, UNSPACED_LETTER, has_unspaced_letter
+
+    # The whole of Unicode: the scan that settles most texts must never miss a letter.
+    missed = [hex(c) for c in range(sys.maxunicode + 1)
+              if not 0xD800 <= c < 0xE000 and UNSPACED_LETTER.match(chr(c)) and not _UNSPACED_RANGES.match(chr(c))]
+    assert missed == []
+    assert [has_unspaced_letter(t) for t in ("plain “quoted” text — £5", "北京", "กรุงเทพ", "café Zürich")] == \
+        [False, True, True, False]
+
+
 def test_unspaced_tokens_are_segmented_and_spaced_ones_counted_as_they_are():
     assert count_words("Reuters 报道 北京是中国的首都。") == 1 + 1 + 5
 

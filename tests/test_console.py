@@ -237,6 +237,26 @@ def test_gate_filters_counts_and_says_warnings_once(mode):
         assert lines == ["newsbeam: error: something failed"]
 
 
+LINGERING_SCRIPT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from pipelines.console import StderrGate
+    with StderrGate() as gate:
+        # A process that outlives the run and holds stderr, as multiprocessing's resource tracker does.
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+        os.write(2, b"newsbeam: 2 input files (1.0 KB) -> out\\n")
+        started = time.monotonic()
+    print(f"{time.monotonic() - started:.3f}", flush=True)
+""")
+
+
+def test_gate_closes_at_once_while_another_process_holds_stderr():
+    proc = subprocess.run([sys.executable, "-c", LINGERING_SCRIPT], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "newsbeam: 2 input files (1.0 KB) -> out" in proc.stderr  # what came before is forwarded
+    assert float(proc.stdout) < 1.0  # it used to wait 2 s for an end of file that never came
+
+
 def test_no_dofn_makes_beam_warn_about_yield_and_return():
     # Beam checks each process method's source when a ParDo is built and warns on
     # every worker; the warning reaches the console around the filter, as raw logging.
