@@ -388,6 +388,8 @@ def figures(*, scale: int, limit: int | None, workers: int, articles_in: int, te
         "ceiling_peak_rss_mb": round(ceiling["peak_rss"] / MB, 1),
         "stage_shares": stage_shares(stage_seconds),
         "stage_seconds": stage_seconds,
+        "phase_seconds": (summary.get("timings") or {}).get("phase_seconds") or {},
+        "phase_seconds_startup": ((startup.get("summary") or {}).get("timings") or {}).get("phase_seconds") or {},
     }
 
 
@@ -445,6 +447,9 @@ def format_report(f: dict) -> str:
         f"peak RSS, newsbeam process tree: {f['peak_rss_mb']:.0f} MB (peaks apart: launcher "
         f"{f['peak_rss_launcher_mb']:.0f} MB, worker processes together {f['peak_rss_workers_mb']:.0f} MB; "
         f"ceiling: {f['ceiling_peak_rss_mb']:.0f} MB)",
+        *(["phases, wall s (start-up run's): " + ", ".join(
+            f"{phase} {seconds:.1f} ({f['phase_seconds_startup'].get(phase, 0.0):.1f})"
+            for phase, seconds in f["phase_seconds"].items())] if f.get("phase_seconds") else []),
         "stage time shares (Beam execution-time counters, worker seconds):",
     ]
     for stage, share in f["stage_shares"].items():

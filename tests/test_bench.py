@@ -137,6 +137,25 @@ def test_figures_compare_the_run_with_the_ceiling_on_the_same_words():
     assert "ratio pipeline/ceiling: 0.800" in bench.format_report(f)
 
 
+def test_start_up_run_is_cut_into_one_part_per_worker(tmp_path):
+    from pipelines.orchestrate import part_bytes, plan_parts
+    from pipelines.read import InputFile
+
+    sizes = [2200, 900, 3100, 1800]
+    files = []
+    for i, size in enumerate(sizes):
+        files.append(tmp_path / f"{i}.txt")
+        files[-1].write_bytes(b"x" * size)
+    assert bench.startup_args(1, files) == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    args = bench.startup_args(2, files)
+    assert args[:2] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    chunk = int(args[2].removeprefix("--chunk-bytes="))
+    # What the orchestrator then plans: exactly two parts, so both workers start, as in a big run.
+    planned = plan_parts([InputFile(str(p), p.name, p.name, size=p.stat().st_size) for p in files],
+                         part_bytes(sum(sizes), chunk, 2), limit=chunk)
+    assert len(planned) == 2
+
+
 def test_figures_give_no_steady_state_when_start_up_is_the_whole_run():
     full = {"seconds": 10.0, "cpu_seconds": 9.0, "peak_rss": 0, "summary": {}}
     f = bench.figures(scale=1, limit=4, workers=1, articles_in=4, texts={"m": ["t", "one two"] * 4}, full=full,
