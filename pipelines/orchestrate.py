@@ -337,31 +337,39 @@ def runs_in_parts(options) -> bool:
 
 
 def plan_parts(files: list, part_size: int, limit: int | None = None) -> list[list]:
-    """Consecutive runs of the inputs (in path order), cut where the running
-    total of bytes passes a multiple of ``part_size`` (at the input whose
-    middle passes it), so the parts come out even and their number is the one
-    ``part_bytes`` aimed at, with no small remainder left over for a part of
-    its own; a part never holds more than ``limit`` bytes (default
-    ``part_size``), except an input bigger than that, which is a part of its
-    own. The order makes the parts the same on every attempt of a run, which
-    is what lets a resumed run skip the parts it finished."""
+    """The inputs dealt out to as many parts as ``part_size`` asks for (the
+    total over ``part_size``, rounded up): taken in path order, each goes to
+    the part with the fewest bytes so far. So the parts come out even, and
+    each holds inputs from all over the input: a folder laid out by topic,
+    source or date gives every part a share of each, and the work left after
+    dedupe, which drops more in some folders than in others, stays even
+    across the workers. A part never holds more than ``limit`` bytes (default
+    ``part_size``): an input that would take it over goes to a part of its
+    own; so does an input bigger than that. The plan depends only on the
+    inputs' paths and sizes, so every attempt of a run plans the same parts,
+    which is what lets a resumed run skip the parts it finished."""
+    import heapq
+    import math
+
     limit = part_size if limit is None else limit
     if part_size <= 0 or limit <= 0:
         raise ValueError("part_size and limit must be positive")
-    parts: list[list] = []
-    size = placed = 0
-    index = -1
-    for item in sorted(files, key=lambda f: f.path):
+    ordered = sorted(files, key=lambda f: f.path)
+    total = sum(max(f.size, 0) for f in ordered)
+    parts: list[list] = [[] for _ in range(max(1, math.ceil(total / part_size)))]
+    emptiest = [(0, i) for i in range(len(parts))]  # (bytes so far, part): a heap, the first of equals on top
+    for item in ordered:
         weight = max(item.size, 0)
-        wanted = (placed + weight // 2) // part_size
-        if not parts or wanted > index or (parts[-1] and size + weight > limit):
+        size, index = emptiest[0] if emptiest else (0, -1)
+        if index < 0 or (size > 0 and size + weight > limit):
             parts.append([])
-            size = 0
-            index = max(index, wanted)
-        parts[-1].append(item)
-        size += weight
-        placed += weight
-    return parts
+            size, index = 0, len(parts) - 1
+        else:
+            heapq.heappop(emptiest)
+        parts[index].append(item)
+        if size + weight < limit:  # a full part is dealt nothing more
+            heapq.heappush(emptiest, (size + weight, index))
+    return [part for part in parts if part]
 
 
 def part_bytes(total: int, chunk_bytes: int, workers: int) -> int:

@@ -34,12 +34,14 @@ def _files(*sizes):
     return [InputFile(f"/in/{i:03d}.txt", f"{i:03d}.txt", f"{i:03d}.txt", size=s) for i, s in enumerate(sizes)]
 
 
-def test_plan_parts_groups_consecutive_inputs_up_to_the_size():
+def test_plan_parts_deals_the_inputs_out_evenly_within_the_size():
     from pipelines.orchestrate import plan_parts
 
     parts = plan_parts(list(reversed(_files(4, 4, 4, 10, 1, 1))), 8)
-    assert [[f.size for f in part] for part in parts] == [[4, 4], [4], [10], [1, 1]]
-    assert [f.path for part in parts for f in part] == sorted(f.path for f in _files(4, 4, 4, 10, 1, 1))
+    # 24 bytes at 8 a part: three parts, each input to the emptiest; the 10 would take any over 8.
+    assert [[f.size for f in part] for part in parts] == [[4, 1], [4, 1], [4], [10]]
+    assert sorted(f.path for part in parts for f in part) == sorted(f.path for f in _files(4, 4, 4, 10, 1, 1))
+    assert all([f.path for f in part] == sorted(f.path for f in part) for part in parts)
     assert plan_parts([], 8) == []
     with pytest.raises(ValueError):
         plan_parts(_files(1), 0)
@@ -48,11 +50,22 @@ def test_plan_parts_groups_consecutive_inputs_up_to_the_size():
 def test_plan_parts_cuts_even_parts_with_no_small_remainder():
     from pipelines.orchestrate import plan_parts
 
-    # Seven inputs of 3 bytes aimed at parts of 11: filling each part up to 11 bytes would
-    # leave a part of one input; cutting where the running total passes 11 gives two.
+    # Seven inputs of 3 bytes at 11 a part: two parts, not two full ones and a third of one input.
     assert [[f.size for f in part] for part in plan_parts(_files(*[3] * 7), 11, limit=16)] == [[3] * 4, [3] * 3]
     # The limit still holds: a part never grows past it.
-    assert [len(part) for part in plan_parts(_files(*[3] * 7), 11)] == [3, 1, 3]
+    assert [len(part) for part in plan_parts(_files(*[3] * 7), 11)] == [3, 3, 1]
+
+
+def test_every_part_holds_inputs_from_all_over_the_input():
+    from pipelines.orchestrate import plan_parts
+
+    # A folder by topic: 40 short business stories, then 20 long sport ones. Cut into runs of
+    # consecutive files, one worker would get most of the business and the other most of the sport.
+    files = _files(*[1000] * 40, *[3000] * 20)
+    parts = plan_parts(files, 50_000)
+    assert len(parts) == 2
+    assert [sum(f.size for f in part) for part in parts] == [50_000, 50_000]
+    assert [sum(f.size == 1000 for f in part) for part in parts] == [20, 20]
 
 
 def test_resume_key_changes_with_inputs_and_options_not_with_launcher_flags():
@@ -122,6 +135,6 @@ def test_the_byte_ranges_of_one_big_jsonl_are_units_parts_are_made_of():
     units = split_ranges([big, small], range_bytes=250)
     parts = orchestrate.plan_parts(units, 600)
     assert len(parts) == 2  # the one big file is shared by both workers
-    assert [(u.start, u.end) for u in parts[0]] == [(0, 250), (250, 500)]
-    assert [(u.path, u.start) for u in parts[1]] == [("/in/big.jsonl", 500), ("/in/big.jsonl", 750),
+    assert [(u.path, u.start) for u in parts[0]] == [("/in/big.jsonl", 0), ("/in/big.jsonl", 500),
                                                      ("/in/small.txt", 0)]
+    assert [(u.start, u.end) for u in parts[1]] == [(250, 500), (750, 1000)]
